@@ -1,0 +1,48 @@
+# FaceCure. `make help` lists the targets. Every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+export PYTHONUNBUFFERED := 1
+export WANDB_MODE ?= offline
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-full lint bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	@# torch 2.14.1 / torchvision 0.29.1 come from this machine's disk (pip finds them there).
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@# facenet-pytorch pins an old torch; its code works on this stack.
+	$(BIN)/pip install --quiet --no-deps facenet-pytorch==2.6.0
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP) ## Create .venv and install FaceCure with its pinned dependencies
+
+demo: $(STAMP) ## Run the main job on the embedded synthetic faces (CPU, a few minutes)
+	$(BIN)/facecure experiment=demo
+
+test: $(STAMP) ## Run the test suite (fast tests; slow ones are in test-full)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-full: $(STAMP) ## Run every test, slow ones included
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Lint with ruff
+	$(BIN)/ruff check facecure tests
+
+bench: $(STAMP) ## Speed and memory benchmarks (renderer, evaluator, attack)
+	$(BIN)/python -m benchmarks.run
+
+clean: ## Remove outputs and caches (keeps .venv)
+	rm -rf outputs multirun/*/ .pytest_cache .ruff_cache
+	@echo "kept .cache (trained zoo weights, embeddings); remove it with: rm -rf .cache"

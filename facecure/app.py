@@ -1,0 +1,169 @@
+"""The run: config -> objects -> `measure_protection` -> results.jsonl, table, logger.
+
+`run(cfg)` is what the `facecure` command calls after Hydra composed the config; tests call it
+directly with a composed config. The work itself is in plain functions over objects.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch import seed_everything
+from omegaconf import DictConfig, OmegaConf
+
+from facecure.attacks.store import PerturbedStore
+from facecure.data.dataset import choose_attackers, split_dataset
+from facecure.evaluation.embedding_store import EmbeddingStore
+from facecure.evaluation.protection import ProtectionResult, measure_protection
+from facecure.extractors.base import Extractor
+from facecure.extractors.registry import create_extractor
+from facecure.results import ResultsWriter, aggregate, budget_summary, versions
+from facecure.table import print_results
+from facecure.utils.io import atomic_write_text, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but torch sees no GPU; use device=cpu or device=auto")
+    return device
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    """The Hydra output folder, or `cfg.run_dir` when called without the Hydra app."""
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir)
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+class ExtractorPool:
+    """Builds each extractor once per run: the trainer's extractor may also be a surrogate."""
+
+    def __init__(self, cfg: DictConfig, device: str):
+        self.cfg, self.device = cfg, device
+        self._built: dict[str, Extractor] = {}
+
+    def get(self, name: str | None = None) -> Extractor:
+        name = name or self.cfg.extractor.name
+        if name not in self._built:
+            trainer = OmegaConf.to_container(self.cfg.trainer, resolve=True)
+            if name == self.cfg.extractor.name:
+                extractor = instantiate(self.cfg.extractor, trainer=trainer, _convert_="all")
+            else:
+                extractor = create_extractor(name, paths=self.cfg.paths, trainer=trainer)
+            self._built[name] = extractor.to(self.device)
+        return self._built[name]
+
+
+def build_attack(cfg: DictConfig, pool: ExtractorPool):
+    spec = OmegaConf.to_container(cfg.attack, resolve=True)
+    spec.pop("name", None)
+    spec.pop("batch_size", None)
+    if "surrogates" in spec:
+        spec["surrogates"] = [pool.get(n) for n in spec["surrogates"]]
+    return instantiate(spec)
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    """Run one (data, extractor, attack) measurement; returns the records it wrote."""
+    started = time.time()
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    seed_everything(cfg.seed, workers=True, verbose=False)
+    device = resolve_device(cfg.device)
+    timings = {}
+
+    logger = instantiate(cfg.logger)
+    name = _run_name(cfg)
+    logger.start(run_dir, name, cfg.experiment_name, OmegaConf.to_container(cfg, resolve=True))
+    exit_code = 1
+    try:
+        t = time.time()
+        dataset = instantiate(cfg.data, progress=cfg.progress)
+        split = split_dataset(dataset, cfg.seed, cfg.eval.train_fraction)
+        attackers = choose_attackers(split.identities, cfg.n_attackers, cfg.seed)
+        if dataset.skipped:
+            atomic_write_text(run_dir / "skipped.json", json.dumps(dataset.skipped, indent=1))
+        timings["data_s"] = time.time() - t
+
+        t = time.time()
+        pool = ExtractorPool(cfg, device)
+        extractor = pool.get()
+        attack = build_attack(cfg, pool)
+        timings["models_s"] = time.time() - t
+
+        t = time.time()
+        cache = Path(cfg.paths.cache_dir)
+        result = measure_protection(
+            split, attackers, extractor, attack,
+            EmbeddingStore(cache / "embeddings"),
+            PerturbedStore(cache / "perturbed", cfg.attack.get("batch_size", 64), device),
+            instantiate(cfg.index), progress=cfg.progress)
+        timings["measure_s"] = time.time() - t
+        timings["total_s"] = time.time() - started
+
+        writer = ResultsWriter(run_dir / "results.jsonl")
+        common = {"experiment": cfg.experiment_name, "extractor": extractor.name,
+                  "extractor_fingerprint": extractor.fingerprint, "defense": "none",
+                  "seed": cfg.seed, "dataset": dataset.name, "synthetic": dataset.synthetic,
+                  "config_fingerprint": config_fingerprint(cfg)}
+        writer.write({"kind": "run", **common, "n_identities": len(split.identities),
+                      "n_pictures": len(dataset), "attackers": attackers, "device": device,
+                      "skipped": dataset.skipped, "versions": versions(), "timings": timings})
+        records = _records(result, cfg, attack, common, dataset, split)
+        for r in records:
+            writer.write(r)
+        aggregates = [r for r in records if r["kind"] == "aggregate"]
+        for agg in aggregates:
+            logger.log_metrics({f"eval/{agg['attack']}/protection_rate": agg["protection_rate_mean"],
+                                f"eval/{agg['attack']}/clean_accuracy": agg["clean_accuracy"]})
+        logger.log_table("attackers", [r for r in records if r["kind"] == "attacker"])
+        logger.log_table("aggregates", aggregates)
+        print_results(aggregates, run_dir, dataset.synthetic)
+        exit_code = 0
+        return records
+    finally:
+        logger.finish(exit_code)
+
+
+def _records(result: ProtectionResult, cfg, attack, common, dataset, split) -> list[dict]:
+    groups = [(cfg.attack.name, cfg.attack.get("mode"), result.outcomes, result.budgets)]
+    if cfg.eval.clean_baseline and cfg.attack.name != "none":
+        groups.insert(0, ("none", None, result.clean_outcomes, {}))
+    out = []
+    for attack_name, mode, outcomes, budgets in groups:
+        attacker_records = [{
+            "kind": "attacker", **common, "attack": attack_name, "attack_mode": mode,
+            "attack_fingerprint": attack.fingerprint if attack_name == cfg.attack.name else "none",
+            "attacker": o.attacker, "protection_rate": o.protection_rate,
+            "clean_accuracy": o.clean_accuracy, "n_test": o.n_test,
+            "n_train": len(split.train[o.attacker]), "n_perturbed": o.n_gallery_rows if budgets else 0,
+            "budget": budget_summary(budgets.get(o.attacker, [])),
+        } for o in outcomes]
+        out += attacker_records + [aggregate(attacker_records)]
+    return out
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """Hash of what decides the numbers: not where files go, how progress shows or is logged."""
+    spec = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("run_dir", "paths", "progress", "logger", "trainer"):
+        spec.pop(key, None)
+    return fingerprint(spec)
+
+
+def _run_name(cfg: DictConfig) -> str:
+    try:
+        overrides = HydraConfig.get().job.override_dirname
+    except ValueError:
+        overrides = ""
+    return f"{cfg.experiment_name}" + (f"/{overrides}" if overrides else "")

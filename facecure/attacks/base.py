@@ -1,0 +1,38 @@
+"""The attack interface: a protection tool that perturbs a user's pictures before posting."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from facecure.utils.io import fingerprint
+
+
+class Attack:
+    """Perturbs float batches (B, 3, H, W) of RGB in [0, 1] at `image_size` (None: as given).
+
+    `params()` holds everything that changes the output; its fingerprint keys the perturbed
+    store, so a rerun with the same attack never attacks again.
+    """
+
+    name = "attack"
+    image_size: int | None = None
+
+    def params(self) -> dict:
+        return {"name": self.name, "image_size": self.image_size}
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.name}-{fingerprint(self.params())}"
+
+    def perturb(self, x: torch.Tensor, identities: Sequence[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NoAttack(Attack):
+    """`attack=none`: the user posts clean pictures (the trainer's clean error rate)."""
+
+    name = "none"
+
+    def perturb(self, x: torch.Tensor, identities: Sequence[str]) -> torch.Tensor:
+        return x

@@ -1,0 +1,84 @@
+"""Perturbed pictures, stored as lossless PNG keyed by (attack fingerprint, original picture).
+
+`perturb_pictures` attacks only what is not stored yet, batch by batch, writing each batch
+before starting the next: a killed run loses at most one batch, and a rerun attacks nothing.
+Each PNG has a JSON twin with the budget the perturbation actually used.
+"""
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
+
+from facecure.attacks.base import Attack, NoAttack
+from facecure.attacks.budget import measure
+from facecure.data.dataset import Picture
+from facecure.extractors.base import to_tensor
+from facecure.utils.io import atomic_write_bytes, atomic_write_text
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+class PerturbedStore:
+    def __init__(self, root: str | Path, batch_size: int = 64, device: str = "cpu"):
+        self.root, self.batch_size, self.device = Path(root), batch_size, device
+
+    def _paths(self, attack: Attack, picture: Picture) -> tuple[Path, Path]:
+        folder = self.root / attack.fingerprint
+        return folder / f"{picture.key}.png", folder / f"{picture.key}.json"
+
+    def _attack_input(self, attack: Attack, picture: Picture) -> torch.Tensor:
+        x = to_tensor(picture.load())
+        if attack.image_size and x.shape[-2:] != (attack.image_size,) * 2:
+            x = F.interpolate(x[None], size=(attack.image_size,) * 2, mode="bilinear",
+                              align_corners=False, antialias=True)[0]
+        return x
+
+    def perturb_pictures(self, attack: Attack, pictures: Sequence[Picture],
+                         progress: bool = True) -> tuple[list[Picture], list[dict]]:
+        """Perturbed twins of `pictures` (same identity and name) and their budgets."""
+        if isinstance(attack, NoAttack):
+            return list(pictures), [{"dssim": 0.0, "linf": 0.0, "psnr": float("inf")}] * len(pictures)
+        unique = {p.key: p for p in pictures}.values()
+        todo = [p for p in unique if not self._paths(attack, p)[1].exists()]
+        # Same-size pictures batch together (a folder data set mixes sizes when image_size=None).
+        by_size: dict[tuple, list[Picture]] = {}
+        for p in todo:
+            by_size.setdefault(tuple(self._attack_input(attack, p).shape), []).append(p)
+        bar = tqdm(total=len(todo), desc=f"attack {attack.name}", unit="pic",
+                   disable=not progress or not todo, leave=False)
+        for group in by_size.values():
+            for start in range(0, len(group), self.batch_size):
+                batch = group[start:start + self.batch_size]
+                x = torch.stack([self._attack_input(attack, p) for p in batch]).to(self.device)
+                x_adv = attack.perturb(x, [p.identity for p in batch]).detach()
+                stored = torch.stack([to_tensor(_to_uint8(a)) for a in x_adv]).to(self.device)
+                for p, adv, budget in zip(batch, stored, measure(x, stored)):
+                    png, meta = self._paths(attack, p)
+                    buf = io.BytesIO()
+                    Image.fromarray(_to_uint8(adv)).save(buf, format="PNG")
+                    atomic_write_bytes(png, buf.getvalue())
+                    atomic_write_text(meta, json.dumps({"identity": p.identity, "name": p.name,
+                                                        "attack": attack.fingerprint, **budget}))
+                bar.update(len(batch))
+        bar.close()
+        return self.load(attack, pictures)
+
+    def load(self, attack: Attack, pictures: Sequence[Picture]) -> tuple[list[Picture], list[dict]]:
+        out, budgets = [], []
+        for p in pictures:
+            png, meta = self._paths(attack, p)
+            with Image.open(png) as img:
+                pixels = np.asarray(img.convert("RGB")).copy()
+            out.append(Picture.from_pixels(p.identity, p.name, pixels))
+            budgets.append(json.loads(meta.read_text()))
+        return out, budgets

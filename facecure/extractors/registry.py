@@ -1,0 +1,36 @@
+"""`create_extractor(name, **overrides)`: the config folder `conf/extractor/` is the registry.
+
+Each `conf/extractor/<name>.yaml` has a `_target_` factory and its defaults, so the Hydra app and
+library users build an extractor from the same single description.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from facecure.extractors.base import Extractor
+from facecure.paths import CONF_DIR
+
+
+def list_extractors() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "extractor").glob("*.yaml"))
+
+
+def extractor_config(name: str, paths: DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
+    """The composed config of extractor `name` (with `paths` for its interpolations)."""
+    path = CONF_DIR / "extractor" / f"{name}.yaml"
+    if not path.exists():
+        raise KeyError(f"unknown extractor {name!r}; known: {', '.join(list_extractors())}")
+    if paths is None:
+        paths = OmegaConf.load(CONF_DIR / "paths" / "default.yaml")
+    root = OmegaConf.create({"paths": paths, "extractor": OmegaConf.load(path)})
+    root.extractor = OmegaConf.merge(root.extractor, overrides)
+    OmegaConf.resolve(root)
+    return root.extractor
+
+
+def create_extractor(name: str, paths: DictConfig | dict | None = None, **overrides: Any) -> Extractor:
+    """Build extractor `name` (e.g. "zoo_softmax"); keyword overrides replace config keys."""
+    return instantiate(extractor_config(name, paths, **overrides), _convert_="all")

@@ -1,0 +1,101 @@
+"""Training a zoo member: a Lightning module with a classification head on public identities.
+
+The head is thrown away afterwards; the backbone's embedding is the extractor, as for the face
+models of the paper (WebFace and FaceNet were trained with a softmax head, Celeb1M and ArcFace
+with an angular margin).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer, seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from facecure.data.synthetic_dataset import synthetic_faces
+
+log = logging.getLogger(__name__)
+
+
+class SoftmaxHead(nn.Module):
+    """Linear classifier over identities, trained with cross-entropy (the WebFace recipe)."""
+
+    def __init__(self, embedding_dim: int, n_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(embedding_dim, n_classes)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.fc(z)
+
+
+HEADS = {"softmax": SoftmaxHead}
+
+
+class FaceClassifierModule(LightningModule):
+    """Backbone + identity head. Batches are uint8 pictures (B, 3, S, S) and identity labels."""
+
+    def __init__(self, backbone: nn.Module, n_classes: int, embedding_dim: int, loss: str = "softmax",
+                 lr: float = 2e-3, weight_decay: float = 5e-4, epochs: int = 8):
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone"])
+        self.backbone = backbone
+        self.head = HEADS[loss](embedding_dim, n_classes)
+
+    def training_step(self, batch, batch_idx):
+        pictures, labels = batch
+        x = pictures.float().div(255)
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5  # the released code trains with flips
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        logits = self.head(self.backbone((x - 0.5) / 0.5), labels)
+        loss = F.cross_entropy(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)
+        steps = self.trainer.estimated_stepping_batches
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=steps,
+                                                    pct_start=0.15)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def public_population(n_identities: int, pictures_per_identity: int, image_size: int, seed: int,
+                      progress: bool = True) -> TensorDataset:
+    """The zoo's training set: rendered 'public' identities, disjoint from the evaluation ones."""
+    data = synthetic_faces(n_identities, pictures_per_identity, image_size, seed, "public", progress)
+    pictures, labels = [], []
+    for label, pics in enumerate(data.identities.values()):
+        pictures += [p.load() for p in pics]
+        labels += [label] * len(pics)
+    x = torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()
+    return TensorDataset(x, torch.tensor(labels))
+
+
+def train_backbone(backbone: nn.Module, embedding_dim: int, loss: str, train: dict, work_dir: Path,
+                   trainer_kwargs: dict | None = None) -> nn.Module:
+    """Train `backbone` in place on the public population; resumes from `work_dir/last.ckpt`."""
+    seed_everything(train["seed"], workers=True)
+    data = public_population(train["n_identities"], train["pictures_per_identity"],
+                             train["image_size"], train["seed"])
+    loader = DataLoader(data, batch_size=train["batch_size"], shuffle=True, drop_last=True,
+                        generator=torch.Generator().manual_seed(train["seed"]))
+    module = FaceClassifierModule(backbone, train["n_identities"], embedding_dim, loss,
+                                  lr=train["lr"], weight_decay=train["weight_decay"],
+                                  epochs=train["epochs"])
+    work_dir.mkdir(parents=True, exist_ok=True)
+    kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_model_summary": False}
+    kwargs.update(trainer_kwargs or {})
+    kwargs.update(max_epochs=train["epochs"], default_root_dir=str(work_dir),
+                  callbacks=[ModelCheckpoint(dirpath=work_dir, save_last=True, save_top_k=0)])
+    last = work_dir / "last.ckpt"
+    if last.exists():
+        log.info("resuming zoo training from %s", last)
+    Trainer(**kwargs).fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    return backbone.eval()

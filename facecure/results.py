@@ -1,0 +1,88 @@
+"""results.jsonl: one JSON record per line, appended as soon as it is known.
+
+Kinds: "run" (what ran, on what, with which versions and what was skipped), "attacker" (one
+attacker user under one attack, extractor and defense) and "aggregate" (mean, std and 95% CI
+over the attackers of a group).
+"""
+from __future__ import annotations
+
+import json
+import math
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from facecure.evaluation.stats import summarize
+
+PACKAGES = ("facecure", "torch", "torchvision", "lightning", "faiss-cpu", "hydra-core", "numpy",
+            "timm", "open-clip-torch", "pytorch-msssim")
+
+
+def versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _clean(value):
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class ResultsWriter:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_clean(record)) + "\n")
+            f.flush()
+
+
+def read_results(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def budget_summary(budgets: list[dict]) -> dict:
+    """Measured budget of an attacker's perturbed pictures, in 0-1 pixel units."""
+    if not budgets:
+        return {"dssim_mean": None, "dssim_max": None, "linf_max": None, "psnr_mean": None,
+                "lpips_mean": None}
+    psnr = [b["psnr"] for b in budgets if b["psnr"] is not None and math.isfinite(b["psnr"])]
+    return {"dssim_mean": float(np.mean([b["dssim"] for b in budgets])),
+            "dssim_max": float(np.max([b["dssim"] for b in budgets])),
+            "linf_max": float(np.max([b["linf"] for b in budgets])),
+            "psnr_mean": float(np.mean(psnr)) if psnr else None,
+            "lpips_mean": None}
+
+
+def aggregate(records: list[dict]) -> dict:
+    """One aggregate record over attacker records of the same (attack, extractor, defense)."""
+    first = records[0]
+    pr = summarize(r["protection_rate"] for r in records)
+    ca = summarize(r["clean_accuracy"] for r in records)
+    budgets = [r["budget"] for r in records if r.get("budget")]
+    return {
+        "kind": "aggregate", **{k: first[k] for k in ("experiment", "attack", "attack_mode",
+                                                       "extractor", "defense", "seed", "dataset",
+                                                       "synthetic")},
+        "protection_rate_mean": pr["mean"], "protection_rate_std": pr["std"],
+        "protection_rate_ci95": pr["ci95"], "clean_accuracy": ca["mean"],
+        "clean_accuracy_std": ca["std"], "n_attackers": len(records),
+        "n_test": int(sum(r["n_test"] for r in records)),
+        "dssim_max": max((b["dssim_max"] for b in budgets if b["dssim_max"] is not None), default=None),
+        "linf_max": max((b["linf_max"] for b in budgets if b["linf_max"] is not None), default=None),
+    }

@@ -1,0 +1,30 @@
+"""The results table printed at the end of a run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def print_results(aggregates: list[dict], run_dir: Path, synthetic: bool) -> None:
+    table = Table(title="Protection rate over attacker users (1-NN top-1 error on their "
+                        "unperturbed test pictures)" + (" - SYNTHETIC faces" if synthetic else ""))
+    for col in ("attack", "extractor", "defense", "protection rate", "± 95% CI", "std",
+                "clean acc. (others)", "attackers", "max DSSIM", "max L∞"):
+        table.add_column(col, justify="right" if col[0] in "p±scamM" and col != "attack" else "left")
+    for a in aggregates:
+        mode = f" ({a['attack_mode']})" if a.get("attack_mode") else ""
+        table.add_row(a["attack"] + mode, a["extractor"], a["defense"],
+                      _pct(a["protection_rate_mean"]), _pct(a["protection_rate_ci95"]),
+                      _pct(a["protection_rate_std"]), _pct(a["clean_accuracy"]),
+                      str(a["n_attackers"]),
+                      "-" if a["dssim_max"] is None else f"{a['dssim_max']:.4f}",
+                      "-" if a["linf_max"] is None else f"{a['linf_max'] * 255:.1f}/255")
+    console = Console()
+    console.print(table)
+    console.print(f"outputs: {run_dir}  (results.jsonl, config.yaml)")

@@ -1,0 +1,85 @@
+"""Every config composes and instantiates, so a typo fails here and not on the cluster."""
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from facecure.app import ExtractorPool, build_attack
+from facecure.attacks import Attack
+from facecure.evaluation import FlatL2Index
+from facecure.extractors import Extractor, create_extractor, list_extractors
+from facecure.loggers import RunLogger
+from facecure.paths import CONF_DIR, PROJECT_ROOT
+
+from conftest import TINY, TINY_ZOO
+
+GROUPS = ["data", "extractor", "attack", "index", "logger", "trainer", "paths"]
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml")))
+def test_experiments_compose(compose_cfg, experiment):
+    cfg = compose_cfg(f"experiment={experiment}")
+    assert cfg.experiment_name == experiment
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_composes(compose_cfg, group):
+    for option in options(group):
+        extra = ["data.root=/tmp"] if group == "data" and option != "synthetic" else []
+        cfg = compose_cfg(f"{group}={option}", *extra)
+        assert cfg[group] is not None
+
+
+def test_instantiate_groups(compose_cfg, tmp_path):
+    cfg = compose_cfg(*TINY)
+    assert isinstance(instantiate(cfg.index), FlatL2Index)
+    for option in options("logger"):
+        assert isinstance(instantiate(compose_cfg(f"logger={option}").logger), RunLogger)
+    data = instantiate(cfg.data, progress=False)
+    assert len(data.identities) == 8
+    pool = ExtractorPool(cfg, "cpu")
+    assert isinstance(pool.get(), Extractor)
+    for option in options("attack"):
+        generic = [o for o in TINY if not o.startswith("attack.")]
+        attack = build_attack(compose_cfg(*generic, f"attack={option}"), pool)
+        assert isinstance(attack, Attack)
+    for option in options("trainer"):
+        assert "accelerator" in compose_cfg(f"trainer={option}").trainer
+
+
+def test_library_create_extractor_embeds_any_picture(cache_dir):
+    from PIL import Image
+    import numpy as np
+
+    overrides = dict(o.split("=", 1) for o in TINY_ZOO)
+    kwargs = {k.removeprefix("extractor."): v for k, v in overrides.items()}
+    nested = OmegaConf.from_dotlist([f"{k}={v}" for k, v in kwargs.items()])
+    ex = create_extractor("zoo_softmax", **OmegaConf.to_container(nested),
+                          trainer={"enable_progress_bar": False})
+    assert "zoo_softmax" in list_extractors()
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)),
+                Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)),
+                Image.fromarray(rng.integers(0, 255, (64, 64, 4), dtype=np.uint8), "RGBA"),
+                rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)]
+    emb = ex.embed(pictures)
+    assert emb.shape == (4, ex.embedding_dim) and emb.dtype.is_floating_point
+    assert Path(cache_dir, "zoo").is_dir()
+    with pytest.raises(KeyError, match="unknown extractor"):
+        create_extractor("no_such_model")
+
+
+def test_typos_fail_with_hydra_errors(compose_cfg):
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("extractor=no_such_model")
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("attack.mdoe=high")
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg("experiment=no_such_experiment")

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from facecure.evaluation import FlatL2Index, NearestNeighbourEvaluator, summarize
+
+
+def test_flat_index_is_exact_brute_force():
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(500, 24)).astype(np.float32)
+    queries = rng.normal(size=(120, 24)).astype(np.float32)
+    dist, idx = FlatL2Index("cpu").search(gallery, queries, 5)
+    brute = torch.cdist(torch.from_numpy(queries), torch.from_numpy(gallery))
+    assert np.array_equal(idx[:, 0], brute.argmin(1).numpy())
+    np.testing.assert_allclose(dist[:, 0], brute.min(1).values.numpy() ** 2, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(idx, brute.topk(5, largest=False).indices.numpy())
+
+
+def naive_predictions(gallery, g_labels, queries, attacker, replacement):
+    """The gallery rebuilt with the attacker's rows swapped, searched from scratch."""
+    keep = np.array([lab != attacker for lab in g_labels])
+    full = np.concatenate([gallery[keep], replacement])
+    labels = [lab for lab, k in zip(g_labels, keep) if k] + [attacker] * len(replacement)
+    _, idx = FlatL2Index("cpu").search(full, queries, 1)
+    return [labels[i] for i in idx[:, 0]]
+
+
+@pytest.mark.parametrize("n_replacement", [0, 1, 7, 20])
+def test_swap_trick_matches_naive_search(n_replacement):
+    rng = np.random.default_rng(n_replacement)
+    ids = [f"u{i}" for i in range(15)]
+    g_labels = [ids[i % 15] for i in range(15 * 9)]
+    q_labels = [ids[i % 15] for i in range(15 * 4)]
+    centres = rng.normal(size=(15, 16)) * 1.5
+    gallery = (centres[[ids.index(lab) for lab in g_labels]] + rng.normal(size=(135, 16))).astype(np.float32)
+    queries = (centres[[ids.index(lab) for lab in q_labels]] + rng.normal(size=(60, 16))).astype(np.float32)
+    ev = NearestNeighbourEvaluator(gallery, g_labels, queries, q_labels, FlatL2Index("cpu"))
+    for attacker in ids[:5]:
+        replacement = rng.normal(size=(n_replacement, 16)).astype(np.float32) * 3
+        fast = [ev.names[i] for i in ev.predictions_with_swap(attacker, replacement)]
+        assert fast == naive_predictions(gallery, g_labels, queries, attacker, replacement)
+        outcome = ev.outcome(attacker, replacement)
+        mine = [q == attacker for q in q_labels]
+        expect = np.mean([f != attacker for f, m in zip(fast, mine) if m])
+        assert outcome.protection_rate == pytest.approx(expect)
+        assert outcome.n_test == sum(mine)
+
+
+def test_summary_uses_student_t():
+    s = summarize([0.0, 1.0, 1.0, 1.0])
+    assert s["mean"] == 0.75 and s["n"] == 4
+    assert s["std"] == pytest.approx(0.5)
+    assert s["ci95"] == pytest.approx(3.182446 * 0.5 / 2, rel=1e-5)
+    assert summarize([0.5])["ci95"] is None

@@ -1,0 +1,40 @@
+import torch
+from torch import nn
+
+from facecure.attacks import FawkesV10
+from facecure.attacks.budget import dssim
+from facecure.data import synthetic_faces
+from facecure.extractors.base import Extractor, to_tensor
+
+
+def surrogate():
+    """A random conv net: sensitive to its input, as a trained face model is."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 8, 5, 2), nn.ReLU(), nn.Conv2d(8, 8, 3, 2), nn.ReLU(),
+                        nn.Flatten(), nn.LazyLinear(16))
+    net(torch.zeros(1, 3, 32, 32))
+    return Extractor("s", net, 16, 32, fingerprint="s-1")
+
+
+def test_fawkes_v10_moves_features_within_its_budget():
+    pics = [p.load() for ps in synthetic_faces(2, 3, 48, progress=False).identities.values() for p in ps]
+    x = torch.stack([to_tensor(p) for p in pics])
+    s = surrogate()
+    attack = FawkesV10([s], mode="mid", steps=30, image_size=None)
+    x_adv = attack.perturb(x, ["a"] * len(x))
+    assert x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (x_adv - x).abs().max() <= 15 / 255 + 1e-6
+    assert (dssim(x_adv, x) <= 1.1 * attack.threshold + 1e-6).all()
+    with torch.no_grad():
+        moved = (s(x_adv) - s(x)).norm(dim=1)
+        noise = (s((x + torch.empty_like(x).uniform_(-3 / 255, 3 / 255)).clamp(0, 1)) - s(x)).norm(dim=1)
+    assert (moved > 3 * noise).all()  # the cloak moves features far more than noise does
+
+
+def test_fawkes_v10_modes_and_fingerprint():
+    s = surrogate()
+    high, low = FawkesV10([s], mode="high"), FawkesV10([s], mode="low")
+    assert (high.threshold, high.steps, high.lr) == (0.017, 150, 15)
+    assert (low.threshold, low.steps, low.lr) == (0.004, 40, 25)
+    assert high.fingerprint != low.fingerprint
+    assert high.fingerprint == FawkesV10([s], mode="high").fingerprint

@@ -1,0 +1,64 @@
+import numpy as np
+import torch
+
+from facecure.attacks import NoAttack, PerturbedStore
+from facecure.attacks.base import Attack
+from facecure.data import synthetic_faces
+from facecure.evaluation import EmbeddingStore
+from facecure.extractors.base import Extractor
+from facecure.extractors.zoo_nets import ZooCNN
+
+
+def tiny_extractor(fp="tiny-0"):
+    torch.manual_seed(0)
+    return Extractor("tiny", ZooCNN(16, (4, 8, 8, 8), 4), 16, 32, fingerprint=fp)
+
+
+class CountingExtractor(Extractor):
+    calls = 0
+
+    def embed(self, pictures, batch_size=256, progress=False):
+        CountingExtractor.calls += len(pictures)
+        return super().embed(pictures, batch_size, progress)
+
+
+def test_embedding_store_embeds_each_picture_once(tmp_path):
+    torch.manual_seed(0)
+    ex = CountingExtractor("tiny", ZooCNN(16, (4, 8, 8, 8), 4), 16, 32, fingerprint="count-0")
+    pics = [p for ps in synthetic_faces(3, 4, 32, progress=False).identities.values() for p in ps]
+    store = EmbeddingStore(tmp_path, shard_size=5)
+    first = store.embed(ex, pics, progress=False)
+    assert first.shape == (12, 16) and CountingExtractor.calls == 12
+    again = EmbeddingStore(tmp_path).embed(ex, pics + pics[:2], progress=False)  # from disk
+    assert CountingExtractor.calls == 12
+    np.testing.assert_array_equal(again[:12], first)
+    assert len(list((tmp_path / "count-0").glob("*.npz"))) == 3  # shards of 5, 5, 2
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+class CountingAttack(Attack):
+    name = "counting"
+
+    def __init__(self):
+        self.seen = 0
+
+    def perturb(self, x, identities):
+        self.seen += len(x)
+        return (x + 4 / 255).clamp(0, 1)
+
+
+def test_perturbed_store_never_attacks_twice_and_records_budget(tmp_path):
+    pics = [p for ps in synthetic_faces(2, 3, 32, progress=False).identities.values() for p in ps]
+    attack = CountingAttack()
+    store = PerturbedStore(tmp_path, batch_size=4)
+    out, budgets = store.perturb_pictures(attack, pics, progress=False)
+    assert attack.seen == 6 and len(out) == 6
+    assert [p.identity for p in out] == [p.identity for p in pics]
+    assert all(p.key != q.key for p, q in zip(out, pics))
+    assert all(b["linf"] <= 4 / 255 + 1e-6 and b["dssim"] >= 0 for b in budgets)
+    assert len(list((tmp_path / attack.fingerprint).glob("*.png"))) == 6
+    again, _ = PerturbedStore(tmp_path).perturb_pictures(attack, pics, progress=False)
+    assert attack.seen == 6
+    assert [p.key for p in again] == [p.key for p in out]  # PNG is lossless
+    clean, _ = store.perturb_pictures(NoAttack(), pics, progress=False)
+    assert [p.key for p in clean] == [p.key for p in pics]
