@@ -4,10 +4,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from facecure import paths as _paths  # noqa: F401  (registers the facecure_root resolver)
+from facecure.paths import CONF_DIR  # also registers the facecure_root resolver
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from facecure.app import run
 

@@ -26,5 +26,7 @@ def print_results(aggregates: list[dict], run_dir: Path, synthetic: bool) -> Non
                       "-" if a["dssim_max"] is None else f"{a['dssim_max']:.4f}",
                       "-" if a["linf_max"] is None else f"{a['linf_max'] * 255:.1f}/255")
     console = Console()
+    if not console.is_terminal:  # a log file: do not fold the table into 80 columns
+        console = Console(width=160)
     console.print(table)
     console.print(f"outputs: {run_dir}  (results.jsonl, config.yaml)")

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import TINY, TINY_ZOO
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -12,8 +13,6 @@ from facecure.evaluation import FlatL2Index
 from facecure.extractors import Extractor, create_extractor, list_extractors
 from facecure.loggers import RunLogger
 from facecure.paths import CONF_DIR, PROJECT_ROOT
-
-from conftest import TINY, TINY_ZOO
 
 GROUPS = ["data", "extractor", "attack", "index", "logger", "trainer", "paths"]
 
@@ -55,8 +54,8 @@ def test_instantiate_groups(compose_cfg, tmp_path):
 
 
 def test_library_create_extractor_embeds_any_picture(cache_dir):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     overrides = dict(o.split("=", 1) for o in TINY_ZOO)
     kwargs = {k.removeprefix("extractor."): v for k, v in overrides.items()}

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facecure.data import (UnreadablePicture, choose_attackers, folder_faces, load_picture,
-                           split_dataset, synthetic_faces)
+from facecure.data import (
+    UnreadablePicture,
+    choose_attackers,
+    folder_faces,
+    load_picture,
+    split_dataset,
+    synthetic_faces,
+)
 from facecure.data.synthetic import identity_params, render_identity
 
 

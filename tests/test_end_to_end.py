@@ -5,12 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY
 from PIL import Image
 
 from facecure.app import run
 from facecure.results import read_results
-
-from conftest import TINY
 
 REQUIRED = {"experiment", "attack", "extractor", "defense", "attacker", "protection_rate",
             "clean_accuracy", "n_test", "seed", "budget"}

@@ -62,3 +62,12 @@ def test_perturbed_store_never_attacks_twice_and_records_budget(tmp_path):
     assert [p.key for p in again] == [p.key for p in out]  # PNG is lossless
     clean, _ = store.perturb_pictures(NoAttack(), pics, progress=False)
     assert [p.key for p in clean] == [p.key for p in pics]
+
+
+def test_resized_attack_input_stays_on_the_8_bit_grid_and_budget(tmp_path):
+    pics = [p for ps in synthetic_faces(2, 2, 32, progress=False).identities.values() for p in ps]
+    attack = CountingAttack()
+    attack.image_size = 45  # an odd size: the resized picture falls between 8-bit levels
+    out, budgets = PerturbedStore(tmp_path).perturb_pictures(attack, pics, progress=False)
+    assert all(p.load().shape == (45, 45, 3) for p in out)
+    assert all(b["linf"] <= 4 / 255 + 1e-6 for b in budgets)

@@ -41,6 +41,9 @@ class PerturbedStore:
         if attack.image_size and x.shape[-2:] != (attack.image_size,) * 2:
             x = F.interpolate(x[None], size=(attack.image_size,) * 2, mode="bilinear",
                               align_corners=False, antialias=True)[0]
+            # Back on the 8-bit grid: the resized picture is what the user would have posted,
+            # and rounding the cloak to 8 bits then keeps it within its L-inf budget.
+            x = to_tensor(_to_uint8(x))
         return x
 
     def perturb_pictures(self, attack: Attack, pictures: Sequence[Picture],

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 
-import faiss
-import numpy as np
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines are noise
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
 
 log = logging.getLogger(__name__)
 

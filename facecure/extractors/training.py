@@ -94,6 +94,9 @@ def train_backbone(backbone: nn.Module, embedding_dim: int, loss: str, train: di
     kwargs.update(trainer_kwargs or {})
     kwargs.update(max_epochs=train["epochs"], default_root_dir=str(work_dir),
                   callbacks=[ModelCheckpoint(dirpath=work_dir, save_last=True, save_top_k=0)])
+    # Lightning's start-up banner (GPU/TPU lines, tips) drowns the run's own output.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     last = work_dir / "last.ckpt"
     if last.exists():
         log.info("resuming zoo training from %s", last)
