@@ -1,7 +1,9 @@
 """`create_extractor(name, **overrides)`: the config folder `conf/extractor/` is the registry.
 
 Each `conf/extractor/<name>.yaml` has a `_target_` factory and its defaults, so the Hydra app and
-library users build an extractor from the same single description.
+library users build an extractor from the same single description. An `info` block says what
+the extractor stands for (`role`, `date` as YYYY-MM so sweeps order eras, `weights` published
+at); it is metadata, never passed to the factory.
 """
 from __future__ import annotations
 
@@ -31,6 +33,13 @@ def extractor_config(name: str, paths: DictConfig | dict | None = None, **overri
     return root.extractor
 
 
+def instantiate_extractor(cfg: DictConfig, **kwargs: Any) -> Extractor:
+    """Instantiate an extractor config; its `info` block (role, date, ...) is not an argument."""
+    spec = OmegaConf.to_container(cfg, resolve=True)
+    spec.pop("info", None)
+    return instantiate(spec, **kwargs, _convert_="all")
+
+
 def create_extractor(name: str, paths: DictConfig | dict | None = None, **overrides: Any) -> Extractor:
     """Build extractor `name` (e.g. "zoo_softmax"); keyword overrides replace config keys."""
-    return instantiate(extractor_config(name, paths, **overrides), _convert_="all")
+    return instantiate_extractor(extractor_config(name, paths, **overrides))
