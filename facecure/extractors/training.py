@@ -18,41 +18,29 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from facecure.data.synthetic_dataset import synthetic_faces
+from facecure.extractors.heads import HEADS
 
 log = logging.getLogger(__name__)
-
-
-class SoftmaxHead(nn.Module):
-    """Linear classifier over identities, trained with cross-entropy (the WebFace recipe)."""
-
-    def __init__(self, embedding_dim: int, n_classes: int):
-        super().__init__()
-        self.fc = nn.Linear(embedding_dim, n_classes)
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.fc(z)
-
-
-HEADS = {"softmax": SoftmaxHead}
 
 
 class FaceClassifierModule(LightningModule):
     """Backbone + identity head. Batches are uint8 pictures (B, 3, S, S) and identity labels."""
 
     def __init__(self, backbone: nn.Module, n_classes: int, embedding_dim: int, loss: str = "softmax",
-                 lr: float = 2e-3, weight_decay: float = 5e-4, epochs: int = 8):
+                 lr: float = 2e-3, weight_decay: float = 5e-4, epochs: int = 8,
+                 head_kwargs: dict | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
-        self.head = HEADS[loss](embedding_dim, n_classes)
+        self.head = HEADS[loss](embedding_dim, n_classes, **(head_kwargs or {}))
 
     def training_step(self, batch, batch_idx):
         pictures, labels = batch
         x = pictures.float().div(255)
         flip = torch.rand(x.shape[0], device=x.device) < 0.5  # the released code trains with flips
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        logits = self.head(self.backbone((x - 0.5) / 0.5), labels)
-        loss = F.cross_entropy(logits, labels)
+        logits, extra = self.head(self.backbone((x - 0.5) / 0.5), labels)
+        loss = F.cross_entropy(logits, labels) + extra
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
         return loss
@@ -64,6 +52,12 @@ class FaceClassifierModule(LightningModule):
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=steps,
                                                     pct_start=0.15)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up banner (GPU/TPU lines, tips) drowns the run's own output."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def public_population(n_identities: int, pictures_per_identity: int, image_size: int, seed: int,
@@ -88,15 +82,13 @@ def train_backbone(backbone: nn.Module, embedding_dim: int, loss: str, train: di
                         generator=torch.Generator().manual_seed(train["seed"]))
     module = FaceClassifierModule(backbone, train["n_identities"], embedding_dim, loss,
                                   lr=train["lr"], weight_decay=train["weight_decay"],
-                                  epochs=train["epochs"])
+                                  epochs=train["epochs"], head_kwargs=train.get("head"))
     work_dir.mkdir(parents=True, exist_ok=True)
     kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_model_summary": False}
     kwargs.update(trainer_kwargs or {})
     kwargs.update(max_epochs=train["epochs"], default_root_dir=str(work_dir),
                   callbacks=[ModelCheckpoint(dirpath=work_dir, save_last=True, save_top_k=0)])
-    # Lightning's start-up banner (GPU/TPU lines, tips) drowns the run's own output.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
     last = work_dir / "last.ckpt"
     if last.exists():
         log.info("resuming zoo training from %s", last)

@@ -33,4 +33,41 @@ class ZooCNN(nn.Module):
         return self.embedding(self.pool(self.stages(x)))
 
 
-ARCHITECTURES = {"cnn": ZooCNN}
+class _Residual(nn.Module):
+    """IR block (as in insightface's iResNet): BN-conv-BN-PReLU-conv-BN plus a shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
+            nn.PReLU(c_out), nn.Conv2d(c_out, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        return self.body(x) + self.shortcut(x)
+
+
+class ZooIResNet(nn.Module):
+    """A small improved ResNet (the IR family of ArcFace / MagFace): a strided stem, one IR
+    block per stage, then BN-dropout-flatten-linear-BN to the embedding, as iResNet ends."""
+
+    def __init__(self, embedding_dim: int = 128, widths=(32, 64, 96, 160), stem: int = 24):
+        super().__init__()
+        layers = [nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.PReLU(stem)]
+        c_in = stem
+        for width in widths:
+            layers.append(_Residual(c_in, width, 2))
+            c_in = width
+        self.stages = nn.Sequential(*layers)
+        # iResNet flattens its last 7x7 map (position matters for faces); a 2x2 pool keeps
+        # that at any input size.
+        self.embedding = nn.Sequential(nn.BatchNorm2d(c_in), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                                       nn.Linear(c_in * 4, embedding_dim),
+                                       nn.BatchNorm1d(embedding_dim))
+
+    def forward(self, x):
+        return self.embedding(self.stages(x))
+
+
+ARCHITECTURES = {"cnn": ZooCNN, "iresnet": ZooIResNet}

@@ -1,0 +1,104 @@
+"""The zoo's losses as their papers write them, and every zoo member trains and embeds."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from conftest import TINY_ZOO
+
+from facecure.extractors import create_extractor
+from facecure.extractors.heads import ArcFaceHead, CosFaceHead, MagFaceHead, SoftmaxHead
+from facecure.extractors.listing import describe
+
+ZOO = ["zoo_softmax", "zoo_arcface", "zoo_cosface", "zoo_ir_arcface", "zoo_ir_cosface",
+       "zoo_magface", "zoo_clip"]
+
+
+def angles(head, z, labels):
+    w = F.normalize(head.weight, dim=1)
+    return torch.acos((F.normalize(z, dim=1) * w[labels]).sum(1).clamp(-1, 1))
+
+
+def test_arcface_adds_an_angle_to_the_true_class_only():
+    torch.manual_seed(0)
+    head, z, y = ArcFaceHead(8, 5), torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 4, 0])
+    logits, extra = head(z, y)
+    theta = angles(head, z, y)
+    expect = torch.where(theta + 0.5 < math.pi, torch.cos(theta + 0.5), torch.cos(theta) - 0.5 * math.sin(0.5))
+    torch.testing.assert_close(logits.gather(1, y[:, None]).squeeze(1), 64 * expect, rtol=1e-4, atol=1e-4)
+    other = torch.ones_like(logits, dtype=torch.bool).scatter(1, y[:, None], False)
+    torch.testing.assert_close(logits[other], 64 * head.cosine(z)[other])
+    assert head.s == 64 and head.m == 0.5 and extra == 0
+
+
+def test_cosface_subtracts_a_cosine_margin():
+    torch.manual_seed(0)
+    head, z, y = CosFaceHead(8, 5), torch.randn(4, 8), torch.tensor([1, 2, 3, 4])
+    logits, _ = head(z, y)
+    cos = head.cosine(z)
+    torch.testing.assert_close(logits, 64 * (cos - 0.35 * F.one_hot(y, 5)))
+
+
+def test_magface_margin_and_regulariser_follow_the_feature_norm():
+    torch.manual_seed(0)
+    head = MagFaceHead(8, 5)
+    y = torch.tensor([0, 1])
+    direction = F.normalize(torch.randn(2, 8), dim=1)
+    for norm, margin in ((10.0, 0.45), (110.0, 0.8), (60.0, 0.625)):
+        z = direction * norm
+        logits, extra = head(z, y)
+        theta = angles(head, z, y)
+        expect = torch.where(theta + margin < math.pi, torch.cos(theta + margin),
+                             torch.cos(theta) - margin * math.sin(margin))
+        torch.testing.assert_close(logits.gather(1, y[:, None]).squeeze(1), 64 * expect,
+                                   rtol=1e-4, atol=1e-4)
+        assert extra.item() == pytest.approx(35 * (norm / 110 ** 2 + 1 / norm), rel=1e-5)
+
+
+def test_softmax_head_is_linear():
+    head = SoftmaxHead(4, 3)
+    z = torch.randn(2, 4)
+    torch.testing.assert_close(head(z, torch.tensor([0, 1]))[0], head.fc(z))
+
+
+TINY_CLIP = {"embed_dim": 16, "input_size": 32,
+             "vision_cfg": {"layers": [1, 1, 1, 1], "width": 8, "head_width": 16, "image_size": 32},
+             "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+             "train": {"n_identities": 12, "pictures_per_identity": 4, "image_size": 32, "epochs": 1,
+                       "batch_size": 8}}
+
+
+def tiny(name):
+    if name == "zoo_clip":
+        return TINY_CLIP
+    spec = {}
+    for item in TINY_ZOO:
+        key, value = item.removeprefix("extractor.").split("=", 1)
+        node = spec
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return spec
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_zoo_member_trains_caches_and_is_a_surrogate(name, cache_dir):
+    ex = create_extractor(name, trainer={"enable_progress_bar": False}, **tiny(name))
+    x = torch.rand(3, 3, 40, 40, requires_grad=True)
+    z = ex(x)
+    assert z.shape == (3, ex.embedding_dim) and torch.isfinite(z).all()
+    z.sum().backward()
+    assert x.grad.abs().sum() > 0  # differentiable: usable as an attack surrogate
+    again = create_extractor(name, trainer={"enable_progress_bar": False}, **tiny(name))
+    assert again.fingerprint == ex.fingerprint
+    torch.testing.assert_close(again(x.detach()), z.detach())  # loaded from the cache
+
+
+def test_listing_orders_by_date_and_flags_zoo():
+    rows = describe()
+    assert [r["date"] for r in rows] == sorted(r["date"] for r in rows)
+    names = {r["name"]: r for r in rows}
+    assert set(ZOO) <= set(names)
+    assert all(names[n]["differentiable"] for n in ZOO)
