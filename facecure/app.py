@@ -21,7 +21,7 @@ from facecure.data.dataset import choose_attackers, split_dataset
 from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.protection import ProtectionResult, measure_protection
 from facecure.extractors.base import Extractor
-from facecure.extractors.registry import create_extractor, instantiate_extractor
+from facecure.extractors.registry import extractor_config, instantiate_extractor
 from facecure.results import ResultsWriter, aggregate, budget_summary, versions
 from facecure.table import print_results
 from facecure.utils.io import atomic_write_text, fingerprint
@@ -54,11 +54,12 @@ class ExtractorPool:
     def get(self, name: str | None = None) -> Extractor:
         name = name or self.cfg.extractor.name
         if name not in self._built:
-            trainer = OmegaConf.to_container(self.cfg.trainer, resolve=True)
-            if name == self.cfg.extractor.name:
-                extractor = instantiate_extractor(self.cfg.extractor, trainer=trainer)
-            else:
-                extractor = create_extractor(name, paths=self.cfg.paths, trainer=trainer)
+            cfg = (self.cfg.extractor if name == self.cfg.extractor.name
+                   else extractor_config(name, paths=self.cfg.paths))
+            # Extractors FaceCure trains (the zoo) take the run's Lightning trainer settings.
+            extra = ({"trainer": OmegaConf.to_container(self.cfg.trainer, resolve=True)}
+                     if "trainer" in cfg else {})
+            extractor = instantiate_extractor(cfg, **extra)
             self._built[name] = extractor.to(self.device)
         return self._built[name]
 
