@@ -9,10 +9,10 @@ export PYTHONUNBUFFERED := 1
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint bench clean
+.PHONY: help install demo test test-full lint bench clean weights-dlib
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -31,10 +31,13 @@ install: $(STAMP) ## Create .venv and install FaceCure with its pinned dependenc
 demo: $(STAMP) ## Run the main job on the embedded synthetic faces (CPU, a few minutes)
 	$(BIN)/facecure experiment=demo
 
-test: $(STAMP) ## Run the test suite (fast tests; slow ones are in test-full)
+weights-dlib: ## Fetch the dlib ResNet weights (npm @vladmandic/face-api) into the cache
+	scripts/fetch_face_api.sh
+
+test: $(STAMP) weights-dlib ## Run the test suite (fast tests; slow ones are in test-full)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
-test-full: $(STAMP) ## Run every test, slow ones included
+test-full: $(STAMP) weights-dlib ## Run every test, slow ones included
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Lint with ruff
