@@ -43,8 +43,9 @@ test-full: $(STAMP) weights-dlib ## Run every test, slow ones included
 lint: $(STAMP) ## Lint with ruff
 	$(BIN)/ruff check facecure tests
 
-bench: $(STAMP) ## Speed and memory benchmarks (renderer, evaluator, attack)
+bench: $(STAMP) ## Speed and memory benchmarks; trains (once) and scores every zoo member
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.zoo
 
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun/*/ .pytest_cache .ruff_cache

@@ -102,3 +102,30 @@ def test_listing_orders_by_date_and_flags_zoo():
     names = {r["name"]: r for r in rows}
     assert set(ZOO) <= set(names)
     assert all(names[n]["differentiable"] for n in ZOO)
+
+
+def test_killed_zoo_training_resumes_from_its_last_epoch(tmp_path, caplog):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = tiny("zoo_softmax")
+    spec["train"].update(epochs=40, n_identities=12, pictures_per_identity=4)
+    code = ("from facecure.extractors import create_extractor; import json, sys; "
+            "create_extractor('zoo_softmax', cache_dir=sys.argv[1], "
+            "trainer={'enable_progress_bar': False}, **json.loads(sys.argv[2]))")
+    import json
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), json.dumps(spec)])
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*.work/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob("*.work/last.ckpt")), "no checkpoint was written before the kill"
+    assert not list(tmp_path.glob("*.pt"))
+    with caplog.at_level("INFO", logger="facecure.extractors.training"):
+        create_extractor("zoo_softmax", cache_dir=str(tmp_path),
+                         trainer={"enable_progress_bar": False}, **spec)
+    assert "resuming training" in caplog.text
+    assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.work"))

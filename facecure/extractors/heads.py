@@ -25,11 +25,16 @@ class SoftmaxHead(nn.Module):
 
 
 class _AngularHead(nn.Module):
+    """Shared by the margin losses. `margin_scale` in [0, 1] multiplies the margin: training
+    from scratch ramps it from 0 (a normalised softmax) to 1, since with the full margin on
+    random features every target logit starts far below the others and training stalls."""
+
     def __init__(self, embedding_dim: int, n_classes: int, s: float):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_classes, embedding_dim))
         nn.init.normal_(self.weight, std=0.01)
         self.s = s
+        self.margin_scale = 1.0
 
     def cosine(self, z):
         return F.linear(F.normalize(z, dim=1), F.normalize(self.weight, dim=1)).clamp(-1 + 1e-7, 1 - 1e-7)
@@ -52,7 +57,7 @@ class ArcFaceHead(_AngularHead):
         return self.s * cos.scatter(1, labels[:, None], target)
 
     def forward(self, z, labels):
-        return self.margin_logits(self.cosine(z), labels, self.m), z.new_zeros(())
+        return self.margin_logits(self.cosine(z), labels, self.m * self.margin_scale), z.new_zeros(())
 
 
 class CosFaceHead(_AngularHead):
@@ -64,7 +69,8 @@ class CosFaceHead(_AngularHead):
 
     def forward(self, z, labels):
         cos = self.cosine(z)
-        return self.s * (cos - self.m * F.one_hot(labels, cos.shape[1])), z.new_zeros(())
+        margin = self.m * self.margin_scale
+        return self.s * (cos - margin * F.one_hot(labels, cos.shape[1])), z.new_zeros(())
 
 
 class MagFaceHead(ArcFaceHead):
@@ -81,7 +87,8 @@ class MagFaceHead(ArcFaceHead):
         a = z.norm(dim=1, keepdim=True).clamp(self.l_a, self.u_a)
         m = (self.u_m - self.l_m) / (self.u_a - self.l_a) * (a - self.l_a) + self.l_m
         g = a / self.u_a ** 2 + 1 / a
-        return self.margin_logits(self.cosine(z), labels, m), self.lambda_g * g.mean()
+        return (self.margin_logits(self.cosine(z), labels, m * self.margin_scale),
+                self.lambda_g * g.mean())
 
 
 HEADS = {"softmax": SoftmaxHead, "arcface": ArcFaceHead, "cosface": CosFaceHead,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,7 +38,13 @@ def instantiate_extractor(cfg: DictConfig, **kwargs: Any) -> Extractor:
     """Instantiate an extractor config; its `info` block (role, date, ...) is not an argument."""
     spec = OmegaConf.to_container(cfg, resolve=True)
     spec.pop("info", None)
-    return instantiate(spec, **kwargs, _convert_="all")
+    try:
+        return instantiate(spec, **kwargs, _convert_="all")
+    except InstantiationException as err:
+        # Hydra wraps the factory's own error ("weights missing at ..."); show that one.
+        if isinstance(err.__cause__, (OSError, ValueError, KeyError, RuntimeError)):
+            raise err.__cause__ from None
+        raise
 
 
 def create_extractor(name: str, paths: DictConfig | dict | None = None, **overrides: Any) -> Extractor:

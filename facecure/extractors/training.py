@@ -28,13 +28,17 @@ class FaceClassifierModule(LightningModule):
 
     def __init__(self, backbone: nn.Module, n_classes: int, embedding_dim: int, loss: str = "softmax",
                  lr: float = 2e-3, weight_decay: float = 5e-4, epochs: int = 8,
-                 head_kwargs: dict | None = None):
+                 head_kwargs: dict | None = None, margin_warmup: float = 0.0):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
         self.head = HEADS[loss](embedding_dim, n_classes, **(head_kwargs or {}))
 
     def training_step(self, batch, batch_idx):
+        if hasattr(self.head, "margin_scale") and self.hparams.margin_warmup > 0:
+            ramp = self.hparams.margin_warmup * self.trainer.estimated_stepping_batches
+            self.head.margin_scale = min(1.0, self.global_step / ramp)
+            self.log("train/margin_scale", self.head.margin_scale)
         pictures, labels = batch
         x = pictures.float().div(255)
         flip = torch.rand(x.shape[0], device=x.device) < 0.5  # the released code trains with flips
@@ -60,6 +64,24 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def fit_resumable(module: LightningModule, loader: DataLoader, epochs: int, work_dir: Path,
+                  trainer_kwargs: dict | None = None) -> None:
+    """Fit with a checkpoint after every epoch in `work_dir`; a killed run resumes from it."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_model_summary": False}
+    kwargs.update(trainer_kwargs or {})
+    # save_top_k=1 without a monitor keeps the latest epoch; with save_top_k=0 Lightning only
+    # writes last.ckpt when training ends, which is too late to resume from.
+    checkpoint = ModelCheckpoint(dirpath=work_dir, save_last=True, save_top_k=1, every_n_epochs=1,
+                                 enable_version_counter=False)
+    kwargs.update(max_epochs=epochs, default_root_dir=str(work_dir), callbacks=[checkpoint])
+    quiet_lightning()
+    last = work_dir / "last.ckpt"
+    if last.exists():
+        log.info("resuming training from %s", last)
+    Trainer(**kwargs).fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+
+
 def public_population(n_identities: int, pictures_per_identity: int, image_size: int, seed: int,
                       progress: bool = True) -> TensorDataset:
     """The zoo's training set: rendered 'public' identities, disjoint from the evaluation ones."""
@@ -82,15 +104,7 @@ def train_backbone(backbone: nn.Module, embedding_dim: int, loss: str, train: di
                         generator=torch.Generator().manual_seed(train["seed"]))
     module = FaceClassifierModule(backbone, train["n_identities"], embedding_dim, loss,
                                   lr=train["lr"], weight_decay=train["weight_decay"],
-                                  epochs=train["epochs"], head_kwargs=train.get("head"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_model_summary": False}
-    kwargs.update(trainer_kwargs or {})
-    kwargs.update(max_epochs=train["epochs"], default_root_dir=str(work_dir),
-                  callbacks=[ModelCheckpoint(dirpath=work_dir, save_last=True, save_top_k=0)])
-    quiet_lightning()
-    last = work_dir / "last.ckpt"
-    if last.exists():
-        log.info("resuming zoo training from %s", last)
-    Trainer(**kwargs).fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+                                  epochs=train["epochs"], head_kwargs=train.get("head"),
+                                  margin_warmup=train.get("margin_warmup", 0.0))
+    fit_resumable(module, loader, train["epochs"], work_dir, trainer_kwargs)
     return backbone.eval()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ def zoo_member(name: str, arch: str, loss: str, embedding_dim: int, input_size: 
         buf = io.BytesIO()
         torch.save(backbone.state_dict(), buf)
         atomic_write_bytes(path, buf.getvalue())
+        shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
     state = torch.load(path, map_location="cpu", weights_only=True)
     backbone.load_state_dict(state)
     return Extractor(name, backbone, embedding_dim, input_size, fingerprint=f"{name}-{fp}").to(device)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 from pathlib import Path
 
 import open_clip
 import torch
-from lightning.pytorch import LightningModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import LightningModule, seed_everything
 from open_clip.loss import ClipLoss
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from facecure.data.synthetic import RENDERER_VERSION
 from facecure.extractors.base import Extractor
-from facecure.extractors.training import public_population, quiet_lightning
+from facecure.extractors.training import fit_resumable, public_population
 from facecure.utils.io import atomic_write_bytes, fingerprint
 
 log = logging.getLogger(__name__)
@@ -87,14 +87,7 @@ def train_clip(model, train: dict, context_length: int, work_dir: Path, trainer_
     sampler = DistinctUsersSampler(data.tensors[1], train["batch_size"], train["seed"])
     loader = DataLoader(data, batch_sampler=sampler)
     module = ClipModule(model, context_length, train["lr"], train["weight_decay"])
-    work_dir.mkdir(parents=True, exist_ok=True)
-    kwargs = {"accelerator": "auto", "devices": 1, "logger": False, "enable_model_summary": False}
-    kwargs.update(trainer_kwargs or {})
-    kwargs.update(max_epochs=train["epochs"], default_root_dir=str(work_dir),
-                  callbacks=[ModelCheckpoint(dirpath=work_dir, save_last=True, save_top_k=0)])
-    quiet_lightning()
-    last = work_dir / "last.ckpt"
-    Trainer(**kwargs).fit(module, loader, ckpt_path=str(last) if last.exists() else None)
+    fit_resumable(module, loader, train["epochs"], work_dir, trainer_kwargs)
     return model.eval()
 
 
@@ -113,6 +106,7 @@ def zoo_clip_member(name: str, embed_dim: int, vision_cfg: dict, text_cfg: dict,
         buf = io.BytesIO()
         torch.save(model.state_dict(), buf)
         atomic_write_bytes(path, buf.getvalue())
+        shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     extractor = Extractor(name, model.visual, embed_dim, input_size, fingerprint=f"{name}-{fp}")
     extractor.clip_model = model  # the text tower, for CLIP fine-tuning defenses
