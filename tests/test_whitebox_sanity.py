@@ -2,9 +2,15 @@
 
 If these fail, the renderer, the zoo training or the attack is wrong: find out which.
 """
+import os
+
 import pytest
 
 from facecure.app import run
+from facecure.paths import PROJECT_ROOT
+
+# Zoo weights are fingerprinted by their recipe: reuse the project's trained members.
+ZOO_CACHE = os.environ.get("FACECURE_ZOO_CACHE", str(PROJECT_ROOT / ".cache" / "zoo"))
 
 
 def aggregate_of(records, attack):
@@ -15,6 +21,7 @@ def aggregate_of(records, attack):
 def test_whitebox_fawkes_protects_and_clean_matches_error_rate(compose_cfg, tmp_path):
     records = run(compose_cfg("extractor=zoo_softmax", "attack=fawkes_v10", "attack.mode=high",
                               "attack.surrogates=[zoo_softmax]", "n_attackers=5", "progress=false",
+                              f"extractor.cache_dir={ZOO_CACHE}",
                               f"+run_dir={tmp_path}"))
     cloaked, clean = aggregate_of(records, "fawkes_v10"), aggregate_of(records, "none")
     assert cloaked["protection_rate_mean"] >= 0.8

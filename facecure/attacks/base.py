@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
+from facecure.data.dataset import Picture
 from facecure.utils.io import fingerprint
 
 
@@ -26,6 +28,17 @@ class Attack:
         return f"{self.name}-{fingerprint(self.params())}"
 
     def perturb(self, x: torch.Tensor, identities: Sequence[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ProvidedAttack(Attack):
+    """An attack whose perturbed pictures come from elsewhere (an official tool's outputs).
+
+    `provide(pictures)` returns one uint8 (H, W, 3) RGB array per picture (any size); the
+    perturbed store keeps them and measures their budget against the original like any other.
+    """
+
+    def provide(self, pictures: Sequence[Picture]) -> list[np.ndarray]:
         raise NotImplementedError
 
 

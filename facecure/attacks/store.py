@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from facecure.attacks.base import Attack, NoAttack
+from facecure.attacks.base import Attack, NoAttack, ProvidedAttack
 from facecure.attacks.budget import measure
 from facecure.data.dataset import Picture
 from facecure.extractors.base import to_tensor
@@ -59,6 +59,18 @@ class PerturbedStore:
             by_size.setdefault(tuple(self._attack_input(attack, p).shape), []).append(p)
         bar = tqdm(total=len(todo), desc=f"attack {attack.name}", unit="pic",
                    disable=not progress or not todo, leave=False)
+        if isinstance(attack, ProvidedAttack):
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start:start + self.batch_size]
+                for p, adv in zip(batch, attack.provide(batch)):
+                    x = self._attack_input(attack, p)
+                    if x.shape[-2:] != adv.shape[:2]:  # the tool resized: compare at its size
+                        x = F.interpolate(x[None], size=adv.shape[:2], mode="bilinear",
+                                          align_corners=False, antialias=True)[0]
+                        x = to_tensor(_to_uint8(x))
+                    self._save(attack, p, adv, measure(x[None], to_tensor(adv)[None])[0])
+                bar.update(len(batch))
+            by_size = {}
         for group in by_size.values():
             for start in range(0, len(group), self.batch_size):
                 batch = group[start:start + self.batch_size]
@@ -66,15 +78,19 @@ class PerturbedStore:
                 x_adv = attack.perturb(x, [p.identity for p in batch]).detach()
                 stored = torch.stack([to_tensor(_to_uint8(a)) for a in x_adv]).to(self.device)
                 for p, adv, budget in zip(batch, stored, measure(x, stored)):
-                    png, meta = self._paths(attack, p)
-                    buf = io.BytesIO()
-                    Image.fromarray(_to_uint8(adv)).save(buf, format="PNG")
-                    atomic_write_bytes(png, buf.getvalue())
-                    atomic_write_text(meta, json.dumps({"identity": p.identity, "name": p.name,
-                                                        "attack": attack.fingerprint, **budget}))
+                    self._save(attack, p, _to_uint8(adv), budget)
                 bar.update(len(batch))
         bar.close()
         return self.load(attack, pictures)
+
+    def _save(self, attack: Attack, picture: Picture, pixels: np.ndarray, budget: dict) -> None:
+        """PNG first, then its JSON twin: a picture counts as stored once its JSON exists."""
+        png, meta = self._paths(attack, picture)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG")
+        atomic_write_bytes(png, buf.getvalue())
+        atomic_write_text(meta, json.dumps({"identity": picture.identity, "name": picture.name,
+                                            "attack": attack.fingerprint, **budget}))
 
     def load(self, attack: Attack, pictures: Sequence[Picture]) -> tuple[list[Picture], list[dict]]:
         out, budgets = [], []
