@@ -64,12 +64,23 @@ class ExtractorPool:
         return self._built[name]
 
 
-def build_attack(cfg: DictConfig, pool: ExtractorPool):
-    spec = OmegaConf.to_container(cfg.attack, resolve=True)
-    spec.pop("name", None)
-    spec.pop("batch_size", None)
-    if "surrogates" in spec:
-        spec["surrogates"] = [pool.get(n) for n in spec["surrogates"]]
+ATTACK_RUN_KEYS = ("name", "batch_size", "unprotected")  # read by the run, not the attack
+
+
+def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
+    """Instantiate an attack config; surrogate names become built extractors, recursively
+    (a mixed attack holds two attack configs)."""
+    if isinstance(spec, DictConfig):
+        spec = OmegaConf.to_container(spec, resolve=True)
+    spec = {k: v for k, v in spec.items() if k not in ATTACK_RUN_KEYS}
+    names, sets = spec.pop("surrogates", None), spec.pop("surrogate_sets", None)
+    if names is None and sets is not None:
+        names = sets[spec["mode"]]
+    if names is not None:
+        spec["surrogates"] = [pool.get(n) for n in names]
+    for key, value in spec.items():
+        if isinstance(value, dict) and str(value.get("_target_", "")).startswith("facecure.attacks"):
+            spec[key] = build_attack(value, pool)
     return instantiate(spec)
 
 
@@ -99,7 +110,7 @@ def run(cfg: DictConfig) -> list[dict]:
         t = time.time()
         pool = ExtractorPool(cfg, device)
         extractor = pool.get()
-        attack = build_attack(cfg, pool)
+        attack = build_attack(cfg.attack, pool)
         timings["models_s"] = time.time() - t
 
         t = time.time()
@@ -108,7 +119,8 @@ def run(cfg: DictConfig) -> list[dict]:
             split, attackers, extractor, attack,
             EmbeddingStore(cache / "embeddings"),
             PerturbedStore(cache / "perturbed", cfg.attack.get("batch_size", 64), device),
-            instantiate(cfg.index), progress=cfg.progress)
+            instantiate(cfg.index), progress=cfg.progress,
+            unprotected=cfg.attack.get("unprotected", 0), seed=cfg.seed)
         timings["measure_s"] = time.time() - t
         timings["total_s"] = time.time() - started
 
@@ -147,7 +159,8 @@ def _records(result: ProtectionResult, cfg, attack, common, dataset, split) -> l
             "attack_fingerprint": attack.fingerprint if attack_name == cfg.attack.name else "none",
             "attacker": o.attacker, "protection_rate": o.protection_rate,
             "clean_accuracy": o.clean_accuracy, "n_test": o.n_test,
-            "n_train": len(split.train[o.attacker]), "n_perturbed": o.n_gallery_rows if budgets else 0,
+            "n_train": len(split.train[o.attacker]), "n_perturbed": o.n_perturbed,
+            "unprotected": o.n_gallery_rows - o.n_perturbed,
             "budget": budget_summary(budgets.get(o.attacker, [])),
         } for o in outcomes]
         out += attacker_records + [aggregate(attacker_records)]

@@ -21,7 +21,7 @@ TINY_ZOO = [
     "extractor.train.image_size=32", "extractor.train.epochs=1", "extractor.train.batch_size=32",
 ]
 TINY_DATA = ["data.n_identities=8", "data.pictures_per_identity=5", "data.image_size=32"]
-TINY_ATTACK = ["attack.steps=3", "attack.image_size=null"]
+TINY_ATTACK = ["attack.steps=3", "attack.image_size=null", "attack.surrogates=[zoo_softmax]"]
 TINY = TINY_ZOO + TINY_DATA + TINY_ATTACK + ["n_attackers=2", "progress=false",
                                             "trainer.enable_progress_bar=false"]
 

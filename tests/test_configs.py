@@ -14,6 +14,21 @@ from facecure.extractors import Extractor, create_extractor, list_extractors
 from facecure.loggers import RunLogger
 from facecure.paths import CONF_DIR, PROJECT_ROOT
 
+# Overrides that keep each attack's surrogates and candidate sets tiny (the full zoo trains
+# for minutes); attacks missing here need none.
+ONE_SURROGATE = "attack.surrogates=[zoo_softmax]"
+TINY_CANDIDATES = ["candidates.n_identities=20", "candidates.pictures_per_identity=2",
+                   "candidates.image_size=32"]
+SMALL_ATTACK = {
+    "fawkes_v10": [ONE_SURROGATE],
+    "fawkes_v03": [ONE_SURROGATE] + [f"attack.{o}" for o in TINY_CANDIDATES],
+    "mixed": ["attack.first.surrogates=[zoo_softmax]", "attack.second.surrogates=[zoo_softmax]"]
+    + [f"attack.first.{o}" for o in TINY_CANDIDATES],
+    "lowkey": [ONE_SURROGATE, "attack.perceptual=dssim"],
+    "pgd": [ONE_SURROGATE],
+    "from_dir": ["attack.root=/tmp"],
+}
+
 GROUPS = ["data", "extractor", "attack", "index", "logger", "trainer", "paths"]
 
 
@@ -45,10 +60,10 @@ def test_instantiate_groups(compose_cfg, tmp_path):
     assert len(data.identities) == 8
     pool = ExtractorPool(cfg, "cpu")
     assert isinstance(pool.get(), Extractor)
+    generic = [o for o in TINY if not o.startswith("attack.")]
     for option in options("attack"):
-        generic = [o for o in TINY if not o.startswith("attack.")]
-        attack = build_attack(compose_cfg(*generic, f"attack={option}"), pool)
-        assert isinstance(attack, Attack)
+        cfg = compose_cfg(*generic, f"attack={option}", *SMALL_ATTACK.get(option, []))
+        assert isinstance(build_attack(cfg.attack, pool), Attack)
     for option in options("trainer"):
         assert "accelerator" in compose_cfg(f"trainer={option}").trainer
 

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import TINY
@@ -78,3 +79,21 @@ def test_cli_config_typo_fails_clearly(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "no_such_model" in proc.stderr and "extractor" in proc.stderr
+
+
+def test_mixed_attack_with_unprotected_pictures(compose_cfg, tmp_path):
+    generic = [o for o in TINY if not o.startswith("attack.")]
+    small = ["attack.first.surrogates=[zoo_softmax]", "attack.second.surrogates=[zoo_softmax]",
+             "attack.first.steps=2", "attack.second.steps=2", "attack.first.image_size=null",
+             "attack.second.image_size=null", "attack.first.candidates.n_identities=20",
+             "attack.first.candidates.pictures_per_identity=2",
+             "attack.first.candidates.image_size=32", "attack.unprotected=1"]
+    records = run(compose_cfg(*generic, "attack=mixed", *small, f"+run_dir={tmp_path}"))
+    mixed = [r for r in records if r["kind"] == "attacker" and r["attack"] == "mixed"]
+    assert len(mixed) == 2
+    for r in mixed:
+        assert r["unprotected"] == 1 and r["n_perturbed"] == r["n_train"] - 1
+        assert r["budget"]["dssim_max"] is not None
+    stores = list((Path(os.environ["FACECURE_CACHE"]) / "perturbed").iterdir())
+    assert any(p.name.startswith("fawkes_v03-") for p in stores)
+    assert any(p.name.startswith("fawkes_v10-") for p in stores)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -38,3 +39,37 @@ def test_fawkes_v10_modes_and_fingerprint():
     assert (low.threshold, low.steps, low.lr) == (0.004, 40, 25)
     assert high.fingerprint != low.fingerprint
     assert high.fingerprint == FawkesV10([s], mode="high").fingerprint
+
+
+def v03(**kw):
+    from facecure.attacks import FawkesV03
+
+    candidates = synthetic_faces(24, 2, 32, population="candidates", progress=False)
+    return FawkesV03([surrogate()], candidates, **{"mode": "low", "image_size": None, **kw})
+
+
+def test_fawkes_v03_pulls_features_to_its_target_within_budget():
+    data = synthetic_faces(2, 3, 48, progress=False)
+    pics = [p for ps in data.identities.values() for p in ps]
+    x = torch.stack([to_tensor(p.load()) for p in pics])
+    ids = [p.identity for p in pics]
+    attack = v03(mode="mid", steps=60)
+    s = attack.surrogates[0]
+    targets = attack.feature_targets(x, ids)[0]
+    x_adv = attack.perturb(x, ids)
+    with torch.no_grad():
+        before = (s(x) - targets).norm(dim=1)
+        after = (s(x_adv) - targets).norm(dim=1)
+    assert (after < before).all()  # the loss went down for every picture
+    assert (dssim(x_adv, x) <= 1.1 * attack.threshold + 1e-6).all()
+    assert torch.equal(attack.perturb(x, ids), x_adv)  # deterministic
+    # One target class per user, among the 20 farthest candidates.
+    assert attack.target_class(ids[0], s(x[:3])) == attack.target_class(ids[0], s(x[:3]))
+    assert (attack.steps, attack.lr) == (60, 20) and v03(mode="high").threshold == 0.008
+
+
+def test_fawkes_v03_needs_enough_candidate_classes():
+    from facecure.attacks import FawkesV03
+
+    with pytest.raises(ValueError, match="n_farthest"):
+        FawkesV03([surrogate()], synthetic_faces(5, 2, 32, progress=False), image_size=None)

@@ -28,6 +28,21 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+def _whole_users(pictures: list[Picture], batch_size: int) -> list[list[Picture]]:
+    """Batches of up to `batch_size` pictures that never split a user: targeted attacks
+    (Fawkes v0.3) use the mean over all of a user's pictures."""
+    users: dict[str, list[Picture]] = {}
+    for p in pictures:
+        users.setdefault(p.identity, []).append(p)
+    batches, current = [], []
+    for user in users.values():
+        if current and len(current) + len(user) > batch_size:
+            batches.append(current)
+            current = []
+        current = current + user
+    return batches + ([current] if current else [])
+
+
 class PerturbedStore:
     def __init__(self, root: str | Path, batch_size: int = 64, device: str = "cpu"):
         self.root, self.batch_size, self.device = Path(root), batch_size, device
@@ -72,8 +87,7 @@ class PerturbedStore:
                 bar.update(len(batch))
             by_size = {}
         for group in by_size.values():
-            for start in range(0, len(group), self.batch_size):
-                batch = group[start:start + self.batch_size]
+            for batch in _whole_users(group, self.batch_size):
                 x = torch.stack([self._attack_input(attack, p) for p in batch]).to(self.device)
                 x_adv = attack.perturb(x, [p.identity for p in batch]).detach()
                 stored = torch.stack([to_tensor(_to_uint8(a)) for a in x_adv]).to(self.device)

@@ -24,6 +24,7 @@ class AttackerOutcome:
     clean_accuracy: float  # top-1 accuracy on every other user's test pictures
     n_test: int
     n_gallery_rows: int  # the attacker's rows in the gallery (perturbed, or clean if unprotected)
+    n_perturbed: int = 0  # of those rows, how many are perturbed pictures
 
 
 class NearestNeighbourEvaluator:

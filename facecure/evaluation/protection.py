@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facecure.attacks.base import Attack
+from facecure.attacks.mixed import MixedAttack
 from facecure.attacks.store import PerturbedStore
-from facecure.data.dataset import Split
+from facecure.data.dataset import Picture, Split
 from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator
 from facecure.evaluation.index import FlatL2Index
 from facecure.extractors.base import Extractor
+from facecure.utils.io import fingerprint
 
 
 @dataclass
@@ -25,23 +27,64 @@ class ProtectionResult:
     budgets: dict[str, list[dict]] = field(default_factory=dict)  # attacker -> per picture
 
 
+def unprotected_count(unprotected: float, n_pictures: int) -> int:
+    """`attack.unprotected`: a count (>= 1) or a fraction (< 1) of a user's train pictures."""
+    if unprotected < 0:
+        raise ValueError(f"attack.unprotected must be >= 0, not {unprotected}")
+    n = int(round(unprotected * n_pictures)) if unprotected < 1 else int(unprotected)
+    return min(n, n_pictures)
+
+
+def leave_clean(pictures: list[Picture], unprotected: float, seed: int) -> tuple[list, list]:
+    """Seeded split of one user's train pictures into (left clean, to perturb)."""
+    if not pictures:
+        return [], []
+    rng = np.random.default_rng([seed, 3, int(fingerprint(pictures[0].identity, 8), 16)])
+    order = rng.permutation(len(pictures))
+    clean = {int(i) for i in order[:unprotected_count(unprotected, len(pictures))]}
+    return ([p for i, p in enumerate(pictures) if i in clean],
+            [p for i, p in enumerate(pictures) if i not in clean])
+
+
+def perturb_users(attack: Attack, pictures: list[Picture], store: PerturbedStore,
+                  progress: bool) -> tuple[list[Picture], list[dict]]:
+    """Perturbed twins of `pictures` (and budgets); a mixed attack splits each user's share."""
+    if not isinstance(attack, MixedAttack):
+        return store.perturb_pictures(attack, pictures, progress)
+    users: dict[str, list[Picture]] = {}
+    for p in pictures:
+        users.setdefault(p.identity, []).append(p)
+    parts = [attack.split(pics) for pics in users.values()]
+    first, b1 = store.perturb_pictures(attack.first, [p for a, _ in parts for p in a], progress)
+    second, b2 = store.perturb_pictures(attack.second, [p for _, b in parts for p in b], progress)
+    return first + second, b1 + b2
+
+
 def measure_protection(split: Split, attackers: list[str], extractor: Extractor, attack: Attack,
                        embeddings: EmbeddingStore, perturbed: PerturbedStore,
-                       index: FlatL2Index | None = None, progress: bool = True) -> ProtectionResult:
+                       index: FlatL2Index | None = None, progress: bool = True,
+                       unprotected: float = 0, seed: int = 0) -> ProtectionResult:
+    """Each attacker posts perturbed train pictures (all but `unprotected` of them)."""
     train = [p for i in split.identities for p in split.train[i]]
     test = [p for i in split.identities for p in split.test[i]]
     gallery = embeddings.embed(extractor, train, progress)
     queries = embeddings.embed(extractor, test, progress)
     evaluator = NearestNeighbourEvaluator(gallery, [p.identity for p in train], queries,
                                           [p.identity for p in test], index)
-    attacked = [p for a in attackers for p in split.train[a]]
-    cloaked, budgets = perturbed.perturb_pictures(attack, attacked, progress)
-    cloaked_emb = embeddings.embed(extractor, cloaked, progress)
-    rows = np.array([p.identity for p in cloaked])
+    kept, attacked = [], []
+    for a in attackers:
+        clean, rest = leave_clean(split.train[a], unprotected, seed)
+        kept += clean
+        attacked += rest
+    cloaked, budgets = perturb_users(attack, attacked, perturbed, progress)
+    posted = embeddings.embed(extractor, kept + cloaked, progress)
+    owners = np.array([p.identity for p in kept + cloaked])
+    budget_owners = np.array([p.identity for p in cloaked])
     result = ProtectionResult([], [])
     for a in attackers:
-        mine = rows == a
-        result.outcomes.append(evaluator.outcome(a, cloaked_emb[mine]))
+        outcome = evaluator.outcome(a, posted[owners == a])
+        outcome.n_perturbed = int((budget_owners == a).sum())
+        result.outcomes.append(outcome)
         result.clean_outcomes.append(evaluator.outcome(a, gallery[[p.identity == a for p in train]]))
-        result.budgets[a] = [b for b, m in zip(budgets, mine) if m]
+        result.budgets[a] = [b for b, o in zip(budgets, budget_owners) if o == a]
     return result
