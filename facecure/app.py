@@ -84,6 +84,17 @@ def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
     return instantiate(spec)
 
 
+def check_attack_inputs(attack, dataset, run_dir: Path) -> None:
+    """Fail before any embedding when an attack's outside inputs are not there: the official
+    program (fawkes_cli), or a tool's output folder (from_dir), whose orphans are written out."""
+    if hasattr(attack, "executable"):
+        attack.executable()
+    if hasattr(attack, "report"):
+        pictures = [p for pics in dataset.identities.values() for p in pics]
+        report = attack.report(pictures)
+        atomic_write_text(run_dir / "attack_inputs.json", json.dumps(report, indent=1))
+
+
 def run(cfg: DictConfig) -> list[dict]:
     """Run one (data, extractor, attack) measurement; returns the records it wrote."""
     started = time.time()
@@ -111,6 +122,7 @@ def run(cfg: DictConfig) -> list[dict]:
         pool = ExtractorPool(cfg, device)
         extractor = pool.get()
         attack = build_attack(cfg.attack, pool)
+        check_attack_inputs(attack, dataset, run_dir)
         timings["models_s"] = time.time() - t
 
         t = time.time()
@@ -126,6 +138,7 @@ def run(cfg: DictConfig) -> list[dict]:
 
         writer = ResultsWriter(run_dir / "results.jsonl")
         common = {"experiment": cfg.experiment_name, "extractor": extractor.name,
+                  "attack_label": cfg.attack.get("label"),
                   "extractor_fingerprint": extractor.fingerprint, "defense": "none",
                   "seed": cfg.seed, "dataset": dataset.name, "synthetic": dataset.synthetic,
                   "config_fingerprint": config_fingerprint(cfg)}

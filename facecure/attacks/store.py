@@ -68,15 +68,12 @@ class PerturbedStore:
             return list(pictures), [{"dssim": 0.0, "linf": 0.0, "psnr": float("inf")}] * len(pictures)
         unique = {p.key: p for p in pictures}.values()
         todo = [p for p in unique if not self._paths(attack, p)[1].exists()]
-        # Same-size pictures batch together (a folder data set mixes sizes when image_size=None).
-        by_size: dict[tuple, list[Picture]] = {}
-        for p in todo:
-            by_size.setdefault(tuple(self._attack_input(attack, p).shape), []).append(p)
         bar = tqdm(total=len(todo), desc=f"attack {attack.name}", unit="pic",
                    disable=not progress or not todo, leave=False)
+        # Same-size pictures batch together (a folder data set mixes sizes when image_size=None).
+        by_size: dict[tuple, list[Picture]] = {}
         if isinstance(attack, ProvidedAttack):
-            for start in range(0, len(todo), self.batch_size):
-                batch = todo[start:start + self.batch_size]
+            for batch in _whole_users(todo, self.batch_size):
                 for p, adv in zip(batch, attack.provide(batch)):
                     x = self._attack_input(attack, p)
                     if x.shape[-2:] != adv.shape[:2]:  # the tool resized: compare at its size
@@ -85,7 +82,9 @@ class PerturbedStore:
                         x = to_tensor(_to_uint8(x))
                     self._save(attack, p, adv, measure(x[None], to_tensor(adv)[None])[0])
                 bar.update(len(batch))
-            by_size = {}
+        else:
+            for p in todo:
+                by_size.setdefault(tuple(self._attack_input(attack, p).shape), []).append(p)
         for group in by_size.values():
             for batch in _whole_users(group, self.batch_size):
                 x = torch.stack([self._attack_input(attack, p) for p in batch]).to(self.device)
