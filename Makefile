@@ -46,6 +46,7 @@ lint: $(STAMP) ## Lint with ruff
 bench: $(STAMP) ## Speed and memory benchmarks; trains (once) and scores every zoo member
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.zoo
+	$(BIN)/python -m benchmarks.attacks
 
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun/*/ .pytest_cache .ruff_cache

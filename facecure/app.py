@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
+from facecure.attacks.lowkey import alexnet_weights_path, lpips_distance
 from facecure.attacks.store import PerturbedStore
 from facecure.data.dataset import choose_attackers, split_dataset
 from facecure.evaluation.embedding_store import EmbeddingStore
@@ -84,6 +85,16 @@ def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
     return instantiate(spec)
 
 
+def budget_lpips(cfg: DictConfig):
+    """LPIPS-Alex for budgets when AlexNet's weights are on this machine, else None."""
+    try:
+        weights = alexnet_weights_path(cfg.eval.get("alexnet_weights"))
+    except FileNotFoundError:
+        log.info("AlexNet weights not found: budgets record lpips_mean=null")
+        return None
+    return lambda x, y: lpips_distance(x, y, weights)
+
+
 def check_attack_inputs(attack, dataset, run_dir: Path) -> None:
     """Fail before any embedding when an attack's outside inputs are not there: the official
     program (fawkes_cli), or a tool's output folder (from_dir), whose orphans are written out."""
@@ -130,7 +141,8 @@ def run(cfg: DictConfig) -> list[dict]:
         result = measure_protection(
             split, attackers, extractor, attack,
             EmbeddingStore(cache / "embeddings"),
-            PerturbedStore(cache / "perturbed", cfg.attack.get("batch_size", 64), device),
+            PerturbedStore(cache / "perturbed", cfg.attack.get("batch_size", 64), device,
+                           budget_lpips(cfg)),
             instantiate(cfg.index), progress=cfg.progress,
             unprotected=cfg.attack.get("unprotected", 0), seed=cfg.seed)
         timings["measure_s"] = time.time() - t

@@ -62,11 +62,12 @@ def budget_summary(budgets: list[dict]) -> dict:
         return {"dssim_mean": None, "dssim_max": None, "linf_max": None, "psnr_mean": None,
                 "lpips_mean": None}
     psnr = [b["psnr"] for b in budgets if b["psnr"] is not None and math.isfinite(b["psnr"])]
+    lpips = [b["lpips"] for b in budgets if b.get("lpips") is not None]
     return {"dssim_mean": float(np.mean([b["dssim"] for b in budgets])),
             "dssim_max": float(np.max([b["dssim"] for b in budgets])),
             "linf_max": float(np.max([b["linf"] for b in budgets])),
             "psnr_mean": float(np.mean(psnr)) if psnr else None,
-            "lpips_mean": None}
+            "lpips_mean": float(np.mean(lpips)) if lpips else None}
 
 
 def aggregate(records: list[dict]) -> dict:

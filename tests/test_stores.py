@@ -71,3 +71,16 @@ def test_resized_attack_input_stays_on_the_8_bit_grid_and_budget(tmp_path):
     out, budgets = PerturbedStore(tmp_path).perturb_pictures(attack, pics, progress=False)
     assert all(p.load().shape == (45, 45, 3) for p in out)
     assert all(b["linf"] <= 4 / 255 + 1e-6 for b in budgets)
+
+
+def test_budget_records_lpips_when_a_measure_is_given(tmp_path):
+    from facecure.results import budget_summary
+
+    pics = [p for ps in synthetic_faces(1, 2, 32, progress=False).identities.values() for p in ps]
+    fake_lpips = lambda x, y: (x - y).abs().flatten(1).mean(1)  # noqa: E731  (any (B,) measure)
+    _, budgets = PerturbedStore(tmp_path, lpips=fake_lpips).perturb_pictures(
+        CountingAttack(), pics, progress=False)
+    assert all(b["lpips"] > 0 for b in budgets)
+    assert budget_summary(budgets)["lpips_mean"] > 0
+    _, plain = PerturbedStore(tmp_path / "b").perturb_pictures(CountingAttack(), pics, progress=False)
+    assert budget_summary(plain)["lpips_mean"] is None  # not measured, not a made-up number

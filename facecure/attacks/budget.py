@@ -25,7 +25,12 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def measure(original: torch.Tensor, perturbed: torch.Tensor) -> list[dict]:
-    """Budget of each picture: {"dssim", "linf", "psnr"} in 0-1 pixel units."""
+def measure(original: torch.Tensor, perturbed: torch.Tensor, lpips=None) -> list[dict]:
+    """Budget of each picture: {"dssim", "linf", "psnr", "lpips"} in 0-1 pixel units.
+
+    `lpips(x, y) -> (B,)` is LPIPS-Alex when AlexNet's weights are on this machine; else the
+    budget says `"lpips": None` (not measured) rather than a stand-in number."""
     d, m, p = dssim(perturbed, original), linf(perturbed, original), psnr(perturbed, original)
-    return [{"dssim": float(a), "linf": float(b), "psnr": float(c)} for a, b, c in zip(d, m, p)]
+    lp = lpips(perturbed, original) if lpips is not None else [None] * len(d)
+    return [{"dssim": float(a), "linf": float(b), "psnr": float(c),
+             "lpips": None if e is None else float(e)} for a, b, c, e in zip(d, m, p, lp)]

@@ -44,8 +44,9 @@ def _whole_users(pictures: list[Picture], batch_size: int) -> list[list[Picture]
 
 
 class PerturbedStore:
-    def __init__(self, root: str | Path, batch_size: int = 64, device: str = "cpu"):
+    def __init__(self, root: str | Path, batch_size: int = 64, device: str = "cpu", lpips=None):
         self.root, self.batch_size, self.device = Path(root), batch_size, device
+        self.lpips = lpips  # (x, y) -> (B,) LPIPS, or None where AlexNet's weights are absent
 
     def _paths(self, attack: Attack, picture: Picture) -> tuple[Path, Path]:
         folder = self.root / attack.fingerprint
@@ -80,7 +81,7 @@ class PerturbedStore:
                         x = F.interpolate(x[None], size=adv.shape[:2], mode="bilinear",
                                           align_corners=False, antialias=True)[0]
                         x = to_tensor(_to_uint8(x))
-                    self._save(attack, p, adv, measure(x[None], to_tensor(adv)[None])[0])
+                    self._save(attack, p, adv, measure(x[None], to_tensor(adv)[None], self.lpips)[0])
                 bar.update(len(batch))
         else:
             for p in todo:
@@ -90,7 +91,7 @@ class PerturbedStore:
                 x = torch.stack([self._attack_input(attack, p) for p in batch]).to(self.device)
                 x_adv = attack.perturb(x, [p.identity for p in batch]).detach()
                 stored = torch.stack([to_tensor(_to_uint8(a)) for a in x_adv]).to(self.device)
-                for p, adv, budget in zip(batch, stored, measure(x, stored)):
+                for p, adv, budget in zip(batch, stored, measure(x, stored, self.lpips)):
                     self._save(attack, p, _to_uint8(adv), budget)
                 bar.update(len(batch))
         bar.close()
