@@ -1,6 +1,7 @@
 """The attack interface: a protection tool that perturbs a user's pictures before posting."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ from facecure.data.dataset import Picture
 from facecure.utils.io import fingerprint
 
 
-class Attack:
+class Attack(ABC):
     """Perturbs float batches (B, 3, H, W) of RGB in [0, 1] at `image_size` (None: as given).
 
     `params()` holds everything that changes the output; its fingerprint keys the perturbed
@@ -27,8 +28,9 @@ class Attack:
     def fingerprint(self) -> str:
         return f"{self.name}-{fingerprint(self.params())}"
 
+    @abstractmethod
     def perturb(self, x: torch.Tensor, identities: Sequence[str]) -> torch.Tensor:
-        raise NotImplementedError
+        """(B, 3, H, W) RGB in [0, 1] -> perturbed batch of the same shape and range."""
 
 
 class ProvidedAttack(Attack):
@@ -38,8 +40,13 @@ class ProvidedAttack(Attack):
     perturbed store keeps them and measures their budget against the original like any other.
     """
 
+    @abstractmethod
     def provide(self, pictures: Sequence[Picture]) -> list[np.ndarray]:
-        raise NotImplementedError
+        """One uint8 (H, W, 3) RGB perturbed twin per picture."""
+
+    def perturb(self, x: torch.Tensor, identities: Sequence[str]) -> torch.Tensor:
+        raise TypeError(f"{self.name} provides finished pictures; the perturbed store calls "
+                        "provide(), not perturb()")
 
 
 class NoAttack(Attack):

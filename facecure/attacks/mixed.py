@@ -24,6 +24,10 @@ class MixedAttack(Attack):
         return {"name": self.name, "first": self.first.fingerprint,
                 "second": self.second.fingerprint, "share": self.share, "seed": self.seed}
 
+    def perturb(self, x, identities):
+        raise TypeError("a mixed attack perturbs each user's shares with its two attacks: "
+                        "use facecure.evaluation.protection.perturb_users")
+
     def split(self, pictures: Sequence[Picture]) -> tuple[list[Picture], list[Picture]]:
         """One user's pictures -> (perturbed by `first`, perturbed by `second`)."""
         if not pictures:
