@@ -84,3 +84,39 @@ def test_budget_records_lpips_when_a_measure_is_given(tmp_path):
     assert budget_summary(budgets)["lpips_mean"] > 0
     _, plain = PerturbedStore(tmp_path / "b").perturb_pictures(CountingAttack(), pics, progress=False)
     assert budget_summary(plain)["lpips_mean"] is None  # not measured, not a made-up number
+
+
+class SlowAttack(CountingAttack):
+    """Takes a second per batch, so a test can kill it between two batches."""
+
+    def perturb(self, x, identities):
+        import time
+
+        time.sleep(1.0)
+        return super().perturb(x, identities)
+
+
+def test_killed_attack_resumes_without_attacking_stored_pictures(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    code = ("import sys; sys.path.insert(0, sys.argv[2]); from test_stores import SlowAttack; "
+            "from facecure.attacks import PerturbedStore; from facecure.data import synthetic_faces; "
+            "pics = [p for ps in synthetic_faces(4, 2, 32, progress=False).identities.values() for p in ps]; "
+            "PerturbedStore(sys.argv[1], batch_size=2).perturb_pictures(SlowAttack(), pics, progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(Path(__file__).parent)])
+    deadline = time.time() + 60
+    while len(list(tmp_path.rglob("*.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(tmp_path.rglob("*.json")))
+    assert 2 <= done < 8, "the kill should land between the first and the last batch"
+    pics = [p for ps in synthetic_faces(4, 2, 32, progress=False).identities.values() for p in ps]
+    attack = CountingAttack()
+    out, _ = PerturbedStore(tmp_path, batch_size=2).perturb_pictures(attack, pics, progress=False)
+    assert attack.seen == 8 - done  # only what the killed run had not stored
+    assert len(out) == 8 and not list(tmp_path.rglob("*.tmp"))
