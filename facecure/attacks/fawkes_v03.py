@@ -42,7 +42,7 @@ class FawkesV03(Attack):
     def __init__(self, surrogates: Sequence[Extractor], candidates: FaceDataset, mode: str = "high",
                  threshold: float | None = None, steps: int | None = None, lr: float | None = None,
                  n_farthest: int = 20, initial_const: float = 1e9, image_size: int | None = 224,
-                 seed: int = 0):
+                 seed: int = 0, adadelta_eps: float = 1e-8):
         if mode not in FAWKES_V03_MODES:
             raise ValueError(f"attack.mode must be one of {sorted(FAWKES_V03_MODES)}, not {mode!r}")
         if not surrogates or not all(s.differentiable for s in surrogates):
@@ -57,6 +57,7 @@ class FawkesV03(Attack):
         self.lr = preset["lr"] if lr is None else lr
         self.n_farthest, self.initial_const = n_farthest, initial_const
         self.image_size, self.seed = image_size, seed
+        self.adadelta_eps = adadelta_eps  # TF1's AdadeltaOptimizer default, as v0.3 used
         self._centroids: list[torch.Tensor] | None = None
 
     def params(self) -> dict:
@@ -64,6 +65,7 @@ class FawkesV03(Attack):
         return {**super().params(), "mode": self.mode, "threshold": self.threshold,
                 "steps": self.steps, "lr": self.lr, "n_farthest": self.n_farthest,
                 "initial_const": self.initial_const, "seed": self.seed,
+                "adadelta_eps": self.adadelta_eps,
                 "surrogates": [s.fingerprint for s in self.surrogates],
                 "candidates": fingerprint(keys)}
 
@@ -108,7 +110,7 @@ class FawkesV03(Attack):
         targets = self.feature_targets(x, identities)
         w0 = to_tanh_space(x)
         modifier = torch.full_like(x, 1e-6, requires_grad=True)
-        opt = torch.optim.Adadelta([modifier], lr=self.lr, rho=0.95, eps=1e-7)
+        opt = torch.optim.Adadelta([modifier], lr=self.lr, rho=0.95, eps=self.adadelta_eps)
         decay_every = max(1, self.steps // 3)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=decay_every, gamma=0.8)
         best_score = torch.full((len(x),), float("inf"), device=x.device)
