@@ -34,11 +34,11 @@ ONNX_FORMAT = "an insightface ONNX recognition model (e.g. w600k_r50.onnx)"
 def arcface(name: str, weights: str, published: str = "", arch: str = "r100",
             layers: list[int] | None = None, num_features: int = 512, input_size: int = 112,
             weights_only: bool = True, providers: list[str] | None = None,
-            trainer: dict | None = None, device: str = "cpu") -> Extractor:
+            device: str = "cpu") -> Extractor:
     """ArcFace extractor from `weights` (.pth/.pt: torch, differentiable; .onnx: insightface).
 
     `arch` ("r18" ... "r200") or `layers` must match a torch file; an ONNX file brings its
-    own. `trainer` is accepted for a uniform factory signature and unused.
+    own.
     """
     if Path(weights).suffix == ".onnx":
         return insightface_onnx(name, weights, published, providers).to(device)

@@ -59,8 +59,8 @@ def build_model(model_name: str, model_cfg: dict | None, force_quick_gelu: bool)
 def clip(name: str, weights: str, published: str = "", model_name: str = "ViT-B-32",
          model_cfg: dict | None = None, force_quick_gelu: bool = True,
          input_size: int | None = None, mean=None, std=None, weights_only: bool = True,
-         trainer: dict | None = None, device: str = "cpu") -> Extractor:
-    """open_clip image embeddings (differentiable). `trainer` is accepted, unused."""
+         device: str = "cpu") -> Extractor:
+    """open_clip image embeddings (differentiable)."""
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from open_clip.convert import convert_state_dict
 

@@ -22,9 +22,9 @@ FORMAT = "a facenet-pytorch InceptionResnetV1 state dict (as in its GitHub relea
 
 
 def inception_resnet_v1(name: str, weights: str, published: str = "", input_size: int = 160,
-                        weights_only: bool = True, trainer: dict | None = None,
+                        weights_only: bool = True,
                         device: str = "cpu") -> Extractor:
-    """InceptionResnetV1 extractor (differentiable). `trainer` is accepted, unused."""
+    """InceptionResnetV1 extractor (differentiable)."""
     try:  # the submodule: facenet_pytorch/__init__ also imports MTCNN and its dependencies
         from facenet_pytorch.models.inception_resnet_v1 import InceptionResnetV1
     except ImportError as e:

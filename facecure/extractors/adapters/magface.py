@@ -37,9 +37,9 @@ def backbone_state(checkpoint) -> dict:
 
 def magface(name: str, weights: str, published: str = "", arch: str = "r100",
             layers: list[int] | None = None, num_features: int = 512, input_size: int = 112,
-            normalize: bool = True, weights_only: bool = True, trainer: dict | None = None,
+            normalize: bool = True, weights_only: bool = True,
             device: str = "cpu") -> Extractor:
-    """MagFace extractor (differentiable). `trainer` is accepted for a uniform signature, unused."""
+    """MagFace extractor (differentiable)."""
     checkpoint = load_checkpoint(weights, name, FORMAT, published, weights_only)
     backbone = iresnet(arch, layers, num_features=num_features, input_size=input_size,
                        bn_eps=2e-5)

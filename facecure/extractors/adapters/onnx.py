@@ -98,12 +98,11 @@ class OnnxExtractor(Extractor):
 def onnx_model(name: str, weights: str, published: str = "", channels: str = "RGB",
                value_range: float = 1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
                normalize: bool = True, input_size: int | None = None, layout: str = "auto",
-               providers: list[str] | None = None, trainer: dict | None = None,
+               providers: list[str] | None = None,
                device: str = "cpu") -> OnnxExtractor:
     """Any ONNX face model. The model sees `(x * value_range - mean) / std` in `channels` order.
 
     `x` is RGB in [0, 1]; `mean`/`std` are in the model's channel order and value range.
-    `trainer` is accepted for a uniform factory signature and unused (nothing is trained).
     """
     expected = "an ONNX face-embedding model (.onnx) taking one image batch"
     session = open_session(weights, name, expected, published, providers)

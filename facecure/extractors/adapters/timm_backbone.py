@@ -26,9 +26,9 @@ FORMAT = "a timm state dict for this model (model.safetensors, pytorch_model.bin
 
 def timm_backbone(name: str, weights: str, model_name: str, published: str = "",
                   input_size: int | None = None, mean=None, std=None,
-                  weights_only: bool = True, trainer: dict | None = None,
+                  weights_only: bool = True,
                   device: str = "cpu") -> Extractor:
-    """timm `model_name` with local `weights` (differentiable). `trainer` is accepted, unused."""
+    """timm `model_name` with local `weights` (differentiable)."""
     import timm
     from timm.data import resolve_data_config
 

@@ -82,9 +82,9 @@ def to_torchvision(state: dict) -> tuple[dict, bool]:
 
 def vgg_face(name: str, weights: str, published: str = "", channels: str = "auto",
              mean_bgr=MEAN_BGR, input_size: int = 224, widths=(64, 128, 256, 512, 512),
-             fc_dim: int = 4096, weights_only: bool = True, trainer: dict | None = None,
+             fc_dim: int = 4096, weights_only: bool = True,
              device: str = "cpu") -> Extractor:
-    """VGG-Face extractor (differentiable). `trainer` is accepted for a uniform signature, unused."""
+    """VGG-Face extractor (differentiable)."""
     checkpoint = load_checkpoint(weights, name, FORMAT, published, weights_only)
     backbone = VGGFace(widths, fc_dim)
     state, matconvnet = to_torchvision(state_dict_of(checkpoint))
