@@ -18,9 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from facecure.attacks.lowkey import alexnet_weights_path, lpips_distance
 from facecure.attacks.store import PerturbedStore
-from facecure.data.dataset import choose_attackers, split_dataset
+from facecure.data.dataset import Split, choose_attackers, split_dataset
+from facecure.defenses import DefenseContext, Defended, defense_runner, split_public
 from facecure.evaluation.embedding_store import EmbeddingStore
-from facecure.evaluation.protection import ProtectionResult, measure_protection
+from facecure.evaluation.protection import ProtectionResult
 from facecure.extractors.base import Extractor
 from facecure.extractors.registry import extractor_config, instantiate_extractor
 from facecure.results import ResultsWriter, aggregate, budget_summary, versions
@@ -66,6 +67,8 @@ class ExtractorPool:
 
 
 ATTACK_RUN_KEYS = ("name", "batch_size", "unprotected")  # read by the run, not the attack
+# Labels a defended system adds to its records (WiSE-FT alpha, combined system, ...).
+EXTRA_KEYS = ("alpha", "system", "rerouted_share", "robust_extractor", "classifier")
 
 
 def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
@@ -124,6 +127,13 @@ def run(cfg: DictConfig) -> list[dict]:
         t = time.time()
         dataset = instantiate(cfg.data, progress=cfg.progress)
         split = split_dataset(dataset, cfg.seed, cfg.eval.train_fraction)
+        defense = cfg.get("defense") or {"name": "none"}
+        public = Split({}, {})
+        if defense.name != "none":  # the trainer's public users: never attackers, never scored
+            public_ids, _ = split_public(split.identities, defense.get("public_fraction", 0.5),
+                                         cfg.seed)
+            public = Split({i: split.train.pop(i) for i in public_ids},
+                           {i: split.test.pop(i) for i in public_ids})
         attackers = choose_attackers(split.identities, cfg.n_attackers, cfg.seed)
         if dataset.skipped:
             atomic_write_text(run_dir / "skipped.json", json.dumps(dataset.skipped, indent=1))
@@ -138,13 +148,18 @@ def run(cfg: DictConfig) -> list[dict]:
 
         t = time.time()
         cache = Path(cfg.paths.cache_dir)
-        result = measure_protection(
-            split, attackers, extractor, attack,
+        ctx = DefenseContext(
+            cfg, split, public, attackers, extractor, attack, pool,
             EmbeddingStore(cache / "embeddings"),
             PerturbedStore(cache / "perturbed", cfg.attack.get("batch_size", 64), device,
                            budget_lpips(cfg)),
-            instantiate(cfg.index), progress=cfg.progress,
-            unprotected=cfg.attack.get("unprotected", 0), seed=cfg.seed)
+            instantiate(cfg.index), run_dir, device, cfg.progress, cfg.seed,
+            cfg.attack.get("unprotected", 0))
+        if defense.name == "none":
+            measured = [Defended(ctx.protection(extractor), "none", extractor.name,
+                                 extractor.fingerprint)]
+        else:
+            measured = defense_runner(defense.name)(ctx)
         timings["measure_s"] = time.time() - t
         timings["total_s"] = time.time() - started
 
@@ -152,12 +167,20 @@ def run(cfg: DictConfig) -> list[dict]:
         common = {"experiment": cfg.experiment_name, "extractor": extractor.name,
                   "attack_label": cfg.attack.get("label"),
                   "extractor_fingerprint": extractor.fingerprint, "defense": "none",
+                  "n_public": len(public.identities),
                   "seed": cfg.seed, "dataset": dataset.name, "synthetic": dataset.synthetic,
                   "config_fingerprint": config_fingerprint(cfg)}
         writer.write({"kind": "run", **common, "n_identities": len(split.identities),
                       "n_pictures": len(dataset), "attackers": attackers, "device": device,
                       "skipped": dataset.skipped, "versions": versions(), "timings": timings})
-        records = _records(result, cfg, attack, common, dataset, split)
+        records = []
+        for m in measured:
+            if isinstance(m, dict):  # a record of its own kind (the detector's)
+                records.append({**common, **m})
+                continue
+            labels = {**common, "defense": m.defense, "extractor": m.extractor,
+                      "extractor_fingerprint": m.extractor_fingerprint, **m.extra}
+            records += _records(m.result, cfg, attack, labels, split)
         for r in records:
             writer.write(r)
         aggregates = [r for r in records if r["kind"] == "aggregate"]
@@ -173,7 +196,7 @@ def run(cfg: DictConfig) -> list[dict]:
         logger.finish(exit_code)
 
 
-def _records(result: ProtectionResult, cfg, attack, common, dataset, split) -> list[dict]:
+def _records(result: ProtectionResult, cfg, attack, common, split) -> list[dict]:
     groups = [(cfg.attack.name, cfg.attack.get("mode"), result.outcomes, result.budgets)]
     if cfg.eval.clean_baseline and cfg.attack.name != "none":
         groups.insert(0, ("none", None, result.clean_outcomes, {}))
@@ -188,7 +211,8 @@ def _records(result: ProtectionResult, cfg, attack, common, dataset, split) -> l
             "unprotected": o.n_gallery_rows - o.n_perturbed,
             "budget": budget_summary(budgets.get(o.attacker, [])),
         } for o in outcomes]
-        out += attacker_records + [aggregate(attacker_records)]
+        extra = {k: common[k] for k in EXTRA_KEYS if k in common}
+        out += attacker_records + [{**aggregate(attacker_records), **extra}]
     return out
 
 

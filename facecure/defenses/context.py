@@ -1,0 +1,74 @@
+"""What a defense sees: the run's objects, with the identities split into public and evaluation.
+
+The model trainer's public users (half of the identities by default, never an attacker) are
+the data a defense may train on, clean and perturbed; the evaluation users are the ones the
+1-NN (or a classifier) is scored on, as in the paper's adaptive experiments.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from facecure.attacks.base import Attack
+from facecure.attacks.store import PerturbedStore
+from facecure.data.dataset import Picture, Split
+from facecure.evaluation.embedding_store import EmbeddingStore
+from facecure.evaluation.index import FlatL2Index
+from facecure.evaluation.protection import ProtectionResult, measure_protection
+from facecure.extractors.base import Extractor
+
+
+def split_public(identities: list[str], public_fraction: float, seed: int) -> tuple[list, list]:
+    """Seeded (public, evaluation) halves of the identities."""
+    if not 0 <= public_fraction < 1:
+        raise ValueError(f"defense.public_fraction must be in [0, 1), not {public_fraction}")
+    order = np.random.default_rng([seed, 4]).permutation(sorted(identities))
+    n_public = int(round(public_fraction * len(order)))
+    return sorted(order[:n_public].tolist()), sorted(order[n_public:].tolist())
+
+
+@dataclass
+class DefenseContext:
+    cfg: DictConfig                   # the root config; cfg.defense holds the defense's settings
+    split: Split                      # evaluation identities only
+    public: Split                     # the public users' pictures (train and test parts)
+    attackers: list[str]
+    extractor: Extractor              # the trainer's base extractor
+    attack: Attack
+    pool: object                      # app.ExtractorPool: other extractors by name
+    embeddings: EmbeddingStore
+    perturbed: PerturbedStore
+    index: FlatL2Index
+    run_dir: Path
+    device: str
+    progress: bool
+    seed: int
+    unprotected: float = 0
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where trained defenses are cached (by fingerprint), beside the other stores."""
+        return Path(self.cfg.paths.cache_dir) / "defenses"
+
+    def public_pictures(self) -> list[Picture]:
+        return [p for i in self.public.identities for p in self.public.train[i] + self.public.test[i]]
+
+    def protection(self, extractor: Extractor) -> ProtectionResult:
+        """The paper's measurement with `extractor` as the trainer's model, on evaluation users."""
+        return measure_protection(self.split, self.attackers, extractor, self.attack,
+                                  self.embeddings, self.perturbed, self.index, self.progress,
+                                  self.unprotected, self.seed)
+
+
+@dataclass
+class Defended:
+    """One defended system's measurement; the run turns it into attacker + aggregate records."""
+
+    result: ProtectionResult
+    defense: str                      # robust | clip_finetune | combined | linear | end_to_end | none
+    extractor: str                    # the name the records carry
+    extractor_fingerprint: str
+    extra: dict = field(default_factory=dict)  # e.g. {"alpha": 0.6}, {"system": "top2", ...}
