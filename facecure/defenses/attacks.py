@@ -1,0 +1,45 @@
+"""Attacks a defense calls as black boxes, by config name (`conf/attack/<name>.yaml`).
+
+The adaptive trainer of the paper perturbs its public users with the protection tools it can
+download, one or several at once; these configs are composed like the run's own attack (a
+`mixed` attack's defaults included) and resolved against the run's config (seed, data size,
+paths), so the same attack config gives the same perturbed-store fingerprint everywhere.
+"""
+from __future__ import annotations
+
+import copy
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from facecure.paths import CONF_DIR
+
+
+def _compose_attack(name: str) -> DictConfig:
+    if GlobalHydra.instance().is_initialized():  # inside the Hydra app
+        return compose("config", overrides=[f"attack={name}"]).attack
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"attack={name}"]).attack
+
+
+def attack_config(ctx, name: str | DictConfig | dict, **overrides) -> DictConfig:
+    """The resolved config of attack `name` (or an attack config itself) in this run's context."""
+    if isinstance(name, str):
+        if not (CONF_DIR / "attack" / f"{name}.yaml").exists():
+            known = sorted(p.stem for p in (CONF_DIR / "attack").glob("*.yaml"))
+            raise KeyError(f"unknown attack {name!r} in the defense config; known: {', '.join(known)}")
+        node = _compose_attack(name)
+    else:
+        node = OmegaConf.create(name)
+    root = copy.deepcopy(ctx.cfg)
+    with open_dict(root):
+        root.attack = OmegaConf.merge(node, overrides)
+    OmegaConf.resolve(root)
+    return root.attack
+
+
+def build_named_attack(ctx, name, **overrides):
+    """Instantiate attack `name` with surrogates from the run's extractor pool."""
+    from facecure.app import build_attack  # the app imports defenses: import on use
+    return build_attack(attack_config(ctx, name, **overrides), ctx.pool)
