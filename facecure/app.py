@@ -68,7 +68,8 @@ class ExtractorPool:
 
 ATTACK_RUN_KEYS = ("name", "batch_size", "unprotected")  # read by the run, not the attack
 # Labels a defended system adds to its records (WiSE-FT alpha, combined system, ...).
-EXTRA_KEYS = ("alpha", "system", "rerouted_share", "robust_extractor", "classifier")
+EXTRA_KEYS = ("alpha", "system", "rerouted_share", "robust_extractor", "classifier",
+              "attack_label", "attack_unprotected")
 
 
 def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
@@ -166,6 +167,7 @@ def run(cfg: DictConfig) -> list[dict]:
         writer = ResultsWriter(run_dir / "results.jsonl")
         common = {"experiment": cfg.experiment_name, "extractor": extractor.name,
                   "attack_label": cfg.attack.get("label"),
+                  "attack_unprotected": cfg.attack.get("unprotected", 0),
                   "extractor_fingerprint": extractor.fingerprint, "defense": "none",
                   "n_public": len(public.identities),
                   "seed": cfg.seed, "dataset": dataset.name, "synthetic": dataset.synthetic,

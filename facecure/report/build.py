@@ -1,0 +1,127 @@
+"""report.md + results.csv + figures/ for a run or multirun folder."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+from facecure.report import figures
+from facecure.report.collect import Collected, collect
+from facecure.report.groups import group_attackers
+from facecure.utils.io import atomic_write_text
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _num(v, scale: float, fmt: str) -> str:
+    return "-" if v is None else format(scale * v, fmt)
+
+
+def _unprotected(g: dict) -> str:
+    """Pictures each attacker left clean: the setting, else the measured mean (attacked rows)."""
+    if g["attack"] == "none":
+        return "all"
+    return f"{g['unprotected_mean']:g}"
+
+
+def protection_table(groups: list[dict]) -> str:
+    lines = ["| experiment | attack | trainer's model | date | protection % (mean ± std) | "
+             "clean acc. % | attackers | seeds | unprotected | max DSSIM | max L∞ (/255) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for g in groups:
+        lines.append(
+            f"| {g['experiment']} | {g['attack_name']} | {g['system_name']} | {g['date']} | "
+            f"{_pct(g['protection_mean'])} ± {_pct(g['protection_std'])} | {_pct(g['clean_accuracy'])} | "
+            f"{g['n_attackers']} | {','.join(map(str, g['seeds']))} | {_unprotected(g)} | "
+            f"{_num(g['dssim_max'], 1, '.4f')} | {_num(g['linf_max'], 255, '.1f')} |")
+    return "\n".join(lines)
+
+
+def detector_tables(detectors: list[dict]) -> str:
+    """Table 2 (train attack = test attack) and Table 3 (AUC, train rows x test columns)."""
+    if not detectors:
+        return ""
+    same = [d for d in detectors if d["train_attack"] == d["test_attack"]]
+    out = ["### Detection (Table 2: trained and tested on the same attack, held-out users)", "",
+           "| attack | accuracy % | precision % | recall % | AUC | train / test users | init |",
+           "|---|---|---|---|---|---|---|"]
+    for d in same:
+        out.append(f"| {d['train_attack']} | {_pct(d['accuracy'])} | {_pct(d['precision'])} | "
+                   f"{_pct(d['recall'])} | {d['auc']:.3f} | {d.get('n_train_users')} / "
+                   f"{d.get('n_test_users')} | {d.get('init', '-')} |")
+    trains = sorted({d["train_attack"] for d in detectors})
+    tests = sorted({d["test_attack"] for d in detectors})
+    if len(trains) > 1 or len(tests) > 1:
+        auc = {(d["train_attack"], d["test_attack"]): d["auc"] for d in detectors}
+        out += ["", "### Detector transfer (Table 3: AUC, trained on the row's attack, tested on the column's)",
+                "", "| train \\ test | " + " | ".join(tests) + " |", "|---" * (len(tests) + 1) + "|"]
+        for t in trains:
+            out.append(f"| {t} | " + " | ".join(
+                f"{auc[(t, s)]:.3f}" if (t, s) in auc else "-" for s in tests) + " |")
+    return "\n".join(out)
+
+
+def write_csv(groups: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    if groups:
+        writer = csv.DictWriter(buf, fieldnames=list(groups[0]))
+        writer.writeheader()
+        for g in groups:
+            writer.writerow({**g, "seeds": " ".join(map(str, g["seeds"]))})
+    atomic_write_text(path, buf.getvalue())
+
+
+def build_report(root: str | Path, out: str | Path | None = None) -> Path:
+    """Aggregate every results.jsonl below `root`; returns the report.md written."""
+    root = Path(root)
+    out = Path(out or root)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    data: Collected = collect(root)
+    if not (data.attackers or data.detectors):
+        raise SystemExit(f"no results.jsonl records below {root}: nothing to report")
+    groups = group_attackers(data.attackers)
+    syn = data.synthetic
+    made = [p for p in (
+        figures.protection_by_extractor(groups, fig_dir / "protection_by_extractor.png", syn),
+        figures.unprotected_curve(groups, fig_dir / "unprotected.png", syn),
+        figures.wiseft_curve(groups, fig_dir / "wiseft.png", syn),
+        figures.paired_bars(groups, "system", fig_dir / "combined.png", syn, "combined systems"),
+        figures.paired_bars(groups, "classifier", fig_dir / "classifiers.png", syn, "classifiers"),
+    ) if p is not None]
+    write_csv(groups, out / "results.csv")
+    md = ["# FaceCure report", ""]
+    if syn:
+        md += ["> **These results are on synthetic faces** (FaceCure's embedded default: procedurally "
+               "rendered identities and an embedded zoo of small extractors), not on FaceScrub or "
+               "PubFig. They check the pipeline and the paper's qualitative claims; they are not the "
+               "paper's numbers.", ""]
+    md += [f"Source: `{root}` ({len(data.runs)} runs, {len(data.attackers)} attacker records). "
+           "Protection rate: share of an attacker's unperturbed test pictures the trainer's model "
+           "does not recognise, mean ± std over attacker users (seeds pooled); clean accuracy: "
+           "the other users' test pictures. Budgets are measured on the stored pictures.", ""]
+    if data.unreadable:
+        md += [f"Unreadable lines (a run killed while writing?): {', '.join(data.unreadable)}", ""]
+    md += ["## Protection", "", protection_table(groups), ""]
+    if data.detectors:
+        md += ["## Detection", "", detector_tables(data.detectors), ""]
+    if made:
+        md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made] + [""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(md))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="facecure-report", description=__doc__)
+    parser.add_argument("folder", help="a run folder or a multirun folder (searched recursively)")
+    parser.add_argument("--out", help="where to write report.md, results.csv, figures/ (default: folder)")
+    args = parser.parse_args(argv)
+    print(build_report(args.folder, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""PNG figures shaped like the paper's: bars with the spread over attacker users, extractors
+ordered by date. Each function draws only what the data hold and returns the file it wrote."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a compute node
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+SYNTHETIC_NOTE = "synthetic faces (embedded default), not FaceScrub"
+
+
+def _finish(fig, path: Path, synthetic: bool) -> Path:
+    if synthetic:
+        fig.text(0.99, 0.01, SYNTHETIC_NOTE, ha="right", va="bottom", fontsize=7, color="grey")
+    fig.tight_layout(rect=(0, 0.02, 1, 0.95))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _spread(rows: list[dict]) -> list[list[float]]:
+    """std error bars clipped to the [0, 1] range a rate lives in."""
+    return [[min(g["protection_std"], g["protection_mean"]) for g in rows],
+            [min(g["protection_std"], 1 - g["protection_mean"]) for g in rows]]
+
+
+def protection_by_extractor(groups: list[dict], path: Path, synthetic: bool) -> Path | None:
+    """Figs. 2, 4, 5 (10, 11): one panel per attack, a bar per trainer's model ordered by date,
+    the clean baseline (same attackers posting clean pictures) as a grey bar beside it."""
+    attacked = [g for g in groups if g["attack"] != "none" and g["unprotected_mean"] == 0
+                and g["alpha"] is None and g["system"] is None and g["classifier"] is None]
+    if not attacked:
+        return None
+    clean = {(g["experiment"], g["system_name"], g["dataset"]): g for g in groups if g["attack"] == "none"}
+    panels = defaultdict(list)
+    for g in attacked:
+        panels[(g["experiment"], g["attack_name"])].append(g)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.9 * max(map(len, panels.values())) + 2),
+                                                      2.8 * len(panels)), squeeze=False)
+    for ax, ((experiment, attack), rows) in zip(axes[:, 0], sorted(panels.items())):
+        rows = sorted(rows, key=lambda g: (g["date"], g["system_name"]))
+        x = np.arange(len(rows))
+        ax.bar(x - 0.2, [g["protection_mean"] for g in rows], 0.4,
+               yerr=_spread(rows), capsize=3, color="tab:blue",
+               label="protection rate (attacked)")
+        base = [clean.get((g["experiment"], g["system_name"], g["dataset"])) for g in rows]
+        ax.bar(x + 0.2, [b["protection_mean"] if b else np.nan for b in base], 0.4,
+               color="lightgrey", label="clean pictures (error rate)")
+        ax.set_xticks(x, [f"{g['system_name']}\n{g['date']}" for g in rows], fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("protection rate")
+        ax.set_title(f"{experiment}: {attack}", fontsize=10)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="upper right", ncol=2)
+    fig.subplots_adjust(top=0.9)
+    return _finish(fig, path, synthetic)
+
+
+def unprotected_curve(groups: list[dict], path: Path, synthetic: bool) -> Path | None:
+    """Fig. 7: protection rate against the number of pictures the user left unperturbed."""
+    lines = defaultdict(list)
+    for g in groups:
+        if g["attack"] != "none" and g["attack_unprotected"] is not None:
+            lines[(g["attack_name"], g["system_name"])].append(g)
+    lines = {k: v for k, v in lines.items() if len({g["unprotected_mean"] for g in v}) > 1}
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for (attack, system), rows in sorted(lines.items()):
+        rows = sorted(rows, key=lambda g: g["unprotected_mean"])
+        ax.errorbar([g["unprotected_mean"] for g in rows], [g["protection_mean"] for g in rows],
+                    yerr=_spread(rows), marker="o", capsize=3,
+                    label=f"{attack} vs {system}")
+    ax.set_xlabel("unprotected training pictures per user")
+    ax.set_ylabel("protection rate")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    return _finish(fig, path, synthetic)
+
+
+def wiseft_curve(groups: list[dict], path: Path, synthetic: bool) -> Path | None:
+    """App. B.3: WiSE-FT's accuracy / robustness trade-off over alpha."""
+    rows = [g for g in groups if g["alpha"] is not None]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for attack in sorted({g["attack_name"] for g in rows}):
+        pts = sorted((g for g in rows if g["attack_name"] == attack), key=lambda g: g["alpha"])
+        style = "--" if attack.startswith("none") else "-"
+        ax.plot([g["alpha"] for g in pts], [g["protection_mean"] for g in pts], style, marker="o",
+                label=f"protection rate: {attack}")
+    pts = sorted((g for g in rows if g["attack"] == "none"), key=lambda g: g["alpha"])
+    ax.plot([g["alpha"] for g in pts], [g["clean_accuracy"] for g in pts], "k-", marker="s",
+            label="clean accuracy")
+    ax.set_xlabel("alpha (0 = zero-shot, 1 = fine-tuned)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=7)
+    return _finish(fig, path, synthetic)
+
+
+def paired_bars(groups: list[dict], key: str, path: Path, synthetic: bool, title: str) -> Path | None:
+    """Fig. 6 (key="system") and Fig. 9 (key="classifier"): clean accuracy and protection rate
+    per system, one panel per attack."""
+    rows = [g for g in groups if g[key] is not None and g["attack"] != "none"]
+    if not rows:
+        return None
+    attacks = sorted({g["attack_name"] for g in rows})
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 3.5), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        pts = sorted((g for g in rows if g["attack_name"] == attack), key=lambda g: g["system_name"])
+        x = np.arange(len(pts))
+        ax.bar(x - 0.2, [g["clean_accuracy"] for g in pts], 0.4, color="tab:green", label="clean accuracy")
+        ax.bar(x + 0.2, [g["protection_mean"] for g in pts], 0.4, yerr=_spread(pts),
+               capsize=3, color="tab:blue", label="protection rate")
+        ax.set_xticks(x, [str(g[key]) for g in pts], fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{title}: {attack}", fontsize=9)
+        ax.legend(fontsize=7)
+    return _finish(fig, path, synthetic)

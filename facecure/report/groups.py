@@ -1,0 +1,61 @@
+"""Attacker records grouped the way the paper's figures group them, pooled over seeds."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from facecure.report.collect import extractor_date
+
+# What makes two attacker records belong to the same bar of a figure or row of a table.
+GROUP_KEYS = ("experiment", "attack", "attack_mode", "attack_label", "extractor", "defense",
+              "system", "alpha", "classifier", "attack_unprotected", "dataset")
+
+
+def attack_name(r: dict) -> str:
+    if r.get("attack_label"):
+        return str(r["attack_label"])
+    return r["attack"] + (f" ({r['attack_mode']})" if r.get("attack_mode") else "")
+
+
+def system_name(r: dict) -> str:
+    """The trainer's model: extractor, defense and its variant."""
+    name = r["extractor"]
+    if r.get("defense") not in (None, "none") and r["defense"] not in name:
+        name += f" [{r['defense']}]"
+    for key in ("system", "classifier"):
+        if r.get(key):
+            name += f" [{r[key]}]"
+    if r.get("alpha") is not None and "alpha" not in name:
+        name += f" [alpha={r['alpha']}]"
+    return name
+
+
+def group_attackers(attackers: list[dict]) -> list[dict]:
+    """One row per group: mean/std of protection and clean accuracy over attacker records
+    (several seeds pool their attackers; the same attacker of duplicate runs counts once)."""
+    groups: dict[tuple, dict] = defaultdict(dict)
+    for r in attackers:
+        key = tuple(r.get(k) for k in GROUP_KEYS)
+        groups[key][(r.get("seed"), r.get("attacker"), r.get("attack_fingerprint"))] = r
+    rows = []
+    for key, members in groups.items():
+        recs = list(members.values())
+        pr = np.array([r["protection_rate"] for r in recs], dtype=float)
+        ca = np.array([r["clean_accuracy"] for r in recs], dtype=float)
+        budgets = [r.get("budget") or {} for r in recs]
+        dssim = [b["dssim_max"] for b in budgets if b.get("dssim_max") is not None]
+        linf = [b["linf_max"] for b in budgets if b.get("linf_max") is not None]
+        first = recs[0]
+        rows.append({
+            **dict(zip(GROUP_KEYS, key)), "attack_name": attack_name(first),
+            "system_name": system_name(first), "date": extractor_date(first["extractor"]),
+            "protection_mean": float(pr.mean()), "protection_std": float(pr.std(ddof=1)) if len(pr) > 1 else 0.0,
+            "clean_accuracy": float(ca.mean()), "n_attackers": len(recs),
+            "seeds": sorted({r.get("seed") for r in recs}),
+            "unprotected_mean": float(np.mean([r.get("unprotected", 0) for r in recs])),
+            "dssim_max": max(dssim) if dssim else None, "linf_max": max(linf) if linf else None,
+            "synthetic": bool(first.get("synthetic")),
+        })
+    return sorted(rows, key=lambda g: (g["experiment"] or "", g["attack"] != "none", g["attack_name"],
+                                       g["date"], g["system_name"]))
