@@ -24,7 +24,7 @@ from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.protection import ProtectionResult
 from facecure.extractors.base import Extractor
 from facecure.extractors.registry import extractor_config, instantiate_extractor
-from facecure.results import ResultsWriter, aggregate, budget_summary, versions
+from facecure.results import aggregate, budget_summary, read_results, versions, write_results
 from facecure.table import print_results
 from facecure.utils.io import atomic_write_text, fingerprint
 
@@ -110,11 +110,30 @@ def check_attack_inputs(attack, dataset, run_dir: Path) -> None:
         atomic_write_text(run_dir / "attack_inputs.json", json.dumps(report, indent=1))
 
 
+def finished_records(run_dir: Path, cfg: DictConfig) -> list[dict] | None:
+    """The records of this very job when a previous run finished it (a rerun sweep skips it);
+    a folder holding another config's results keeps them aside as results.<fingerprint>.jsonl."""
+    path = run_dir / "results.jsonl"
+    if not path.exists() or not cfg.get("skip_done", True):
+        return None
+    records = read_results(path)
+    previous = records[0].get("config_fingerprint") if records else None
+    if previous == config_fingerprint(cfg):
+        log.warning("skipping %s: finished before with the same config (skip_done=false reruns)",
+                    run_dir)
+        return [r for r in records if r["kind"] != "run"]
+    path.rename(run_dir / f"results.{previous}.jsonl")
+    return None
+
+
 def run(cfg: DictConfig) -> list[dict]:
     """Run one (data, extractor, attack) measurement; returns the records it wrote."""
     started = time.time()
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    done = finished_records(run_dir, cfg)
+    if done is not None:
+        return done
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     seed_everything(cfg.seed, workers=True, verbose=False)
     device = resolve_device(cfg.device)
@@ -164,7 +183,6 @@ def run(cfg: DictConfig) -> list[dict]:
         timings["measure_s"] = time.time() - t
         timings["total_s"] = time.time() - started
 
-        writer = ResultsWriter(run_dir / "results.jsonl")
         common = {"experiment": cfg.experiment_name, "extractor": extractor.name,
                   "attack_label": cfg.attack.get("label"),
                   "attack_unprotected": cfg.attack.get("unprotected", 0),
@@ -172,9 +190,9 @@ def run(cfg: DictConfig) -> list[dict]:
                   "n_public": len(public.identities),
                   "seed": cfg.seed, "dataset": dataset.name, "synthetic": dataset.synthetic,
                   "config_fingerprint": config_fingerprint(cfg)}
-        writer.write({"kind": "run", **common, "n_identities": len(split.identities),
+        run_record = {"kind": "run", **common, "n_identities": len(split.identities),
                       "n_pictures": len(dataset), "attackers": attackers, "device": device,
-                      "skipped": dataset.skipped, "versions": versions(), "timings": timings})
+                      "skipped": dataset.skipped, "versions": versions(), "timings": timings}
         records = []
         for m in measured:
             if isinstance(m, dict):  # a record of its own kind (the detector's)
@@ -183,8 +201,8 @@ def run(cfg: DictConfig) -> list[dict]:
             labels = {**common, "defense": m.defense, "extractor": m.extractor,
                       "extractor_fingerprint": m.extractor_fingerprint, **m.extra}
             records += _records(m.result, cfg, attack, labels, split)
-        for r in records:
-            writer.write(r)
+        # All at once: a results.jsonl that exists is a finished job (a rerun skips it).
+        write_results(run_dir / "results.jsonl", [run_record] + records)
         aggregates = [r for r in records if r["kind"] == "aggregate"]
         for agg in aggregates:
             logger.log_metrics({f"eval/{agg['attack']}/protection_rate": agg["protection_rate_mean"],
@@ -221,7 +239,7 @@ def _records(result: ProtectionResult, cfg, attack, common, split) -> list[dict]
 def config_fingerprint(cfg: DictConfig) -> str:
     """Hash of what decides the numbers: not where files go, how progress shows or is logged."""
     spec = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("run_dir", "paths", "progress", "logger", "trainer"):
+    for key in ("run_dir", "paths", "progress", "logger", "trainer", "skip_done", "fail_fast"):
         spec.pop(key, None)
     return fingerprint(spec)
 

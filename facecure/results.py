@@ -1,4 +1,4 @@
-"""results.jsonl: one JSON record per line, appended as soon as it is known.
+"""results.jsonl: one JSON record per line, written when the job has finished.
 
 Kinds: "run" (what ran, on what, with which versions and what was skipped), "attacker" (one
 attacker user under one attack, extractor and defense) and "aggregate" (mean, std and 95% CI
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from facecure.evaluation.stats import summarize
+from facecure.utils.io import atomic_write_text
 
 PACKAGES = ("facecure", "torch", "torchvision", "lightning", "faiss-cpu", "hydra-core", "numpy",
             "timm", "open-clip-torch", "pytorch-msssim")
@@ -41,15 +42,9 @@ def _clean(value):
     return value
 
 
-class ResultsWriter:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(_clean(record)) + "\n")
-            f.flush()
+def write_results(path: str | Path, records: list[dict]) -> None:
+    """Write a job's records at once (atomically): the file exists only for a finished job."""
+    atomic_write_text(Path(path), "".join(json.dumps(_clean(r)) + "\n" for r in records))
 
 
 def read_results(path: str | Path) -> list[dict]:

@@ -1,0 +1,42 @@
+"""Sweeps: readable job folders, a rerun skips finished jobs, a failed job hides nothing."""
+import os
+import subprocess
+import sys
+
+from conftest import TINY
+from omegaconf import OmegaConf
+
+from facecure.results import read_results
+
+
+def test_sweep_reruns_skip_finished_jobs_and_failures_are_reported(tmp_path, cache_dir):
+    # The tiny settings as an experiment config, so job folders are named by the swept keys only.
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    tiny = OmegaConf.to_yaml(OmegaConf.from_dotlist([*TINY, "logger=none"]))
+    (experiments / "tiny.yaml").write_text("# @package _global_\n" + tiny.replace("logger: none\n", ""))
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "FACECURE_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+
+    def facecure(*modes):
+        return subprocess.run(
+            [sys.executable, "-m", "facecure.cli", "--config-dir", str(tmp_path / "conf"), "-m",
+             "experiment=tiny", "logger=none", f"attack.mode={','.join(modes)}",
+             f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, env=env, timeout=900)
+
+    first = facecure("low", "high")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["attack.mode=high", "attack.mode=low"]
+    assert "2 jobs finished, 0 failed" in first.stdout
+    results = {j: read_results(sweep / j / "results.jsonl") for j in ("attack.mode=high", "attack.mode=low")}
+
+    again = facecure("low", "high")
+    assert again.returncode == 0 and "skipping" in again.stdout + again.stderr
+    for job, records in results.items():  # untouched: the very same records, nothing recomputed
+        assert read_results(sweep / job / "results.jsonl") == records
+
+    bad = facecure("low", "nonsense")
+    assert bad.returncode == 1
+    assert "1 jobs finished, 1 failed" in bad.stdout
+    assert "attack.mode must be one of" in (sweep / "attack.mode=nonsense" / "error.txt").read_text()
+    assert "attack.mode=nonsense" in (sweep / "failed_jobs.txt").read_text()
