@@ -1,6 +1,7 @@
 """`facecure-report`: records of real tiny runs -> report.md, results.csv and figures."""
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -50,9 +51,11 @@ def test_detector_tables_and_cli(tmp_path):
              "n_train_users": 25, "n_test_users": 20, "init": "scratch"}
             for t in ("fawkes_v10/high", "lowkey") for s in ("fawkes_v10/high", "lowkey")]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = subprocess.run([sys.executable, "-m", "facecure.report.build", str(tmp_path)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "facecure.report.build", str(tmp_path),
+                          "--wandb", "offline"], capture_output=True, text=True, check=True,
+                         env={**os.environ, "WANDB_MODE": "offline"})
     text = (tmp_path / "report.md").read_text()
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))  # logged, offline
     assert out.stdout.strip().endswith("report.md")
     assert "| fawkes_v10/high | 90.0 | 80.0 | 70.0 | 0.950 | 25 / 20 | scratch |" in text
     assert "| lowkey | 0.600 | 0.950 |" in text  # transfer row: train lowkey, test fawkes / lowkey

@@ -115,12 +115,36 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
     return path
 
 
+def log_to_wandb(report: Path, mode: str, project: str) -> None:
+    """The report's table and figures (plots, never face pictures) as one W&B run."""
+    import wandb
+
+    run = wandb.init(project=project, mode=mode, dir=str(report.parent), job_type="report",
+                     name=f"report/{report.parent.name}",
+                     settings=wandb.Settings(console="off", x_disable_stats=True))
+    try:
+        with open(report.parent / "results.csv") as f:
+            rows = list(csv.reader(f))
+        if rows:
+            run.log({"report/results": wandb.Table(columns=rows[0], data=rows[1:])})
+        for png in sorted((report.parent / "figures").glob("*.png")):
+            run.log({f"report/{png.stem}": wandb.Image(str(png))})
+    finally:
+        run.finish()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="facecure-report", description=__doc__)
     parser.add_argument("folder", help="a run folder or a multirun folder (searched recursively)")
     parser.add_argument("--out", help="where to write report.md, results.csv, figures/ (default: folder)")
+    parser.add_argument("--wandb", choices=["offline", "online"], default=None,
+                        help="also log the report's table and figures to W&B (offline: sync later)")
+    parser.add_argument("--wandb-project", default="facecure")
     args = parser.parse_args(argv)
-    print(build_report(args.folder, args.out))
+    report = build_report(args.folder, args.out)
+    if args.wandb:
+        log_to_wandb(report, args.wandb, args.wandb_project)
+    print(report)
 
 
 if __name__ == "__main__":
