@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint bench clean weights-dlib
+.PHONY: help install demo reproduce test test-full lint bench clean weights-dlib
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -30,6 +30,12 @@ install: $(STAMP) ## Create .venv and install FaceCure with its pinned dependenc
 
 demo: $(STAMP) ## Run the main job on the embedded synthetic faces (CPU, a few minutes)
 	$(BIN)/facecure experiment=demo
+
+reproduce: $(STAMP) ## Every experiment of the paper on the embedded default + multirun/report.md
+	@# Peak memory too where GNU time is installed.
+	if [ -x /usr/bin/time ]; then /usr/bin/time -v -o multirun/reproduce.time scripts/reproduce.sh; \
+	  rc=$$?; grep -E "Elapsed|Maximum resident" multirun/reproduce.time; exit $$rc; \
+	else scripts/reproduce.sh; fi
 
 weights-dlib: ## Fetch the dlib ResNet weights (npm @vladmandic/face-api) into the cache
 	scripts/fetch_face_api.sh
