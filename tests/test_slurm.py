@@ -1,9 +1,12 @@
 """SLURM: the launcher presets, and a real sweep of `facecure` on a one-node SLURM cluster.
 
-The `slurm` tests start the cluster of scripts/slurm_cluster.py (installed with apt-get when
-missing; root only) and run a three-job sweep through `hydra/launcher=slurm`: two tiny real
-runs and one job that kills itself with SIGKILL. The finished jobs' results must come back and
-the killed job must be reported as failed (accounting tells submitit it died) within a timeout.
+The presets name FaceCure's launchers (hydra_plugins/facecure_launchers, facecure/launchers.py):
+hydra-submitit-launcher's, except that a job that dies hard is recorded (error.txt) instead of
+stopping the sweep. The `slurm` tests start the cluster of scripts/slurm_cluster.py (installed
+with apt-get when missing; root only) and run a three-job sweep through `hydra/launcher=slurm`:
+first a job that kills itself with SIGKILL, then two tiny real runs. The sweep must wait for all
+three, bring the finished jobs' results back, record the killed job and exit 1 (SweepSummary)
+within a timeout.
 """
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ from conftest import TINY
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from facecure.paths import CONF_DIR, PROJECT_ROOT
@@ -39,25 +41,108 @@ def load_cluster_module():
     return module
 
 
+def compose_sweep(*overrides):
+    """The sweep's master config as Hydra composes it, and a Hydra context to load job configs."""
+    from hydra.core.utils import HydraContext
+
+    GlobalHydra.instance().clear()
+    initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
+    cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=None)
+    return cfg, context
+
+
 @pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("local", "LocalLauncher")])
 def test_launcher_presets_compose(launcher, target):
-    GlobalHydra.instance().clear()
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.hydra_submitit_launcher import submitit_launcher as stock
+
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=[f"hydra/launcher={launcher}", "experiment_name=x",
-                                               "hydra.launcher.timeout_min=7"],
-                          return_hydra_config=True)
-            HydraConfig.instance().set_config(cfg)
-            launcher_obj = instantiate(cfg.hydra.launcher)  # as Hydra builds the launcher
+        cfg, context = compose_sweep(f"hydra/launcher={launcher}", "experiment_name=x",
+                                     "hydra.launcher.timeout_min=7")
+        # As Hydra builds the launcher: only a plugin of the hydra_plugins namespace passes.
+        launcher_obj = Plugins.instance().instantiate_launcher(
+            hydra_context=context, task_function=lambda cfg: None, config=cfg)
     finally:
         GlobalHydra.instance().clear()
+    assert type(launcher_obj).__module__ == "hydra_plugins.facecure_launchers"
     assert type(launcher_obj).__name__ == target
+    # A subclass of the stock launcher (by name: Hydra's plugin scan re-executes its module).
+    assert f"{stock.__name__}.{target}" in [f"{c.__module__}.{c.__name__}"
+                                            for c in type(launcher_obj).__mro__]
     params = launcher_obj.params
     assert params["timeout_min"] == 7 and params["name"] == "facecure-x"
     assert params["submitit_folder"].endswith("/multirun/x/.submitit/%j")
     if launcher == "slurm":
         assert params["gpus_per_node"] == 1 and params["partition"] is None
         assert "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK" in params["setup"][0]
+
+
+class FakeJob:
+    """A submitit job as the launcher sees it once it has ended."""
+
+    def __init__(self, folder, job_id, outcome, state="COMPLETED"):
+        from submitit.core.utils import JobPaths
+
+        self.job_id, self.state, self.outcome = job_id, state, outcome
+        self.paths = JobPaths(folder / job_id, job_id=job_id, task_id=0)
+
+    def results(self):
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return [self.outcome]
+
+
+@pytest.mark.parametrize("fail_fast", [False, True])
+def test_launcher_records_jobs_that_died_hard(tmp_path, fail_fast):
+    """The launcher's collection, with submitit's jobs faked: a job that died hard (first) and
+    one that failed in Hydra's job setup are recorded in their folders; the others come back."""
+    from hydra.core.plugins import Plugins
+    from hydra.core.utils import JobReturn, JobStatus
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    from facecure.launchers import collect
+    from facecure.sweep import sweep_status
+
+    sweep = tmp_path / "sweep"
+    finished = JobReturn(overrides=["attack=pgd"], status=JobStatus.COMPLETED)
+    finished.return_value = None
+    logs = tmp_path / "sweep" / ".submitit"
+    jobs = [FakeJob(logs, "7_0", UncompletedJobError("Job 7_0 has not produced any output "
+                                                     "(state: OUT_OF_MEMORY)\nKilled"),
+                    state="OUT_OF_MEMORY"),
+            FakeJob(logs, "7_1", finished),
+            FakeJob(logs, "7_2", FailedJobError("Job (task=0) failed during processing with "
+                                                "trace:\nValueError: bad"), state="FAILED")]
+    overrides = [["attack=fawkes_v10"], ["attack=pgd"], ["attack=lowkey"]]
+    try:
+        cfg, context = compose_sweep("hydra/launcher=local", f"hydra.sweep.dir={sweep}",
+                                     f"fail_fast={fail_fast}")
+        launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=context, task_function=lambda cfg: None, config=cfg)
+        if fail_fast:  # the sweep stops at the first failure, as with the stock launcher
+            with pytest.raises(UncompletedJobError):
+                collect(launcher, jobs, overrides, 0)
+            assert (sweep / "attack=fawkes_v10" / "error.txt").exists()
+            return
+        returns = collect(launcher, jobs, overrides, 0)
+    finally:
+        GlobalHydra.instance().clear()
+    assert [r.status for r in returns] == [JobStatus.COMPLETED] * 3
+    assert [r.return_value for r in returns] == [None] * 3  # Hydra's sweeper does not raise
+    assert returns[1] is finished
+    killed = (sweep / "attack=fawkes_v10" / "error.txt").read_text()
+    assert "died without a traceback (local job 7_0, state OUT_OF_MEMORY)" in killed, killed
+    assert str(logs / "7_0" / "7_0_0_log.err") in killed and "Killed" in killed
+    assert killed.strip().splitlines()[-1].startswith("died without a traceback")
+    setup = (sweep / "attack=lowkey" / "error.txt").read_text()
+    assert "failed before the app ran" in setup and "ValueError: bad" in setup
+    # The jobs never wrote .hydra/: the launcher did, so SweepSummary finds them.
+    assert OmegaConf.load(sweep / "attack=fawkes_v10" / ".hydra" / "overrides.yaml") == ["attack=fawkes_v10"]
+    assert OmegaConf.load(sweep / "attack=fawkes_v10" / ".hydra" / "config.yaml").attack.name \
+        == "fawkes_v10"
+    assert sorted(sweep_status(sweep)["failed"]) == ["attack=fawkes_v10", "attack=lowkey"]
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +205,7 @@ def test_sweep_on_slurm_returns_results_and_reports_a_killed_job(slurm_cluster, 
            "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null",
            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
            "hydra.launcher.timeout_min=10", "experiment=tiny", "logger=none",
-           "attack=fawkes_v10,pgd,sigkill", f"hydra.sweep.dir={sweep}"]
+           "attack=sigkill,fawkes_v10,pgd", f"hydra.sweep.dir={sweep}"]
 
     started = time.time()
     try:
@@ -134,18 +219,20 @@ def test_sweep_on_slurm_returns_results_and_reports_a_killed_job(slurm_cluster, 
     print(f"\nsweep of 3 jobs on SLURM: {sweep_s:.1f} s (cluster start {cluster.timings})\n"
           + cluster.client("sacct", "-X", "-o", "JobID,JobName%20,State,Start,End,Elapsed"))
 
-    # The killed job fails the sweep, by name, with the state accounting gave it.
+    # Every job was waited for; SweepSummary ran, named the killed job and failed the command.
     output = done.stdout + done.stderr
-    assert done.returncode != 0, output[-3000:]
-    assert "has not produced any output" in output and "FAILED" in output, output[-3000:]
+    assert done.returncode == 1, output[-3000:]
+    assert "2 jobs finished, 1 failed" in output, output[-3000:]
+    assert "died without a traceback (slurm job" in output, output[-3000:]
 
-    # sacct: two jobs completed, one failed (the array's tasks, in sweep order).
+    # sacct: the first task of the array failed, the two others completed.
     for _ in range(20):  # the controller sends job records to slurmdbd asynchronously
         states = {job: state for job, state in cluster.job_states().items() if "_" in job}
         if sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"]:
             break
         time.sleep(0.5)
     assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"], states
+    assert [state for job, state in states.items() if job.endswith("_0")] == ["FAILED"], states
 
     # Every finished job's results came back into its own folder of the sweep.
     folders = {}
@@ -157,7 +244,17 @@ def test_sweep_on_slurm_returns_results_and_reports_a_killed_job(slurm_cluster, 
         records = read_results(folders[attack] / "results.jsonl")
         aggregates = [r for r in records if r["kind"] == "aggregate"]
         assert {r["attack"] for r in aggregates} >= {attack}, aggregates
-    assert not (folders["sigkill"] / "results.jsonl").exists()
-    # submitit's logs of the killed job are where the preset puts them: srun saw it killed.
-    logs = list((sweep / ".submitit").glob("*_2/*_2_0_log.err"))
+        assert not (folders[attack] / "error.txt").exists()
+
+    # The killed job: no results, an error.txt with its state and logs, named in failed_jobs.txt.
+    killed = folders["sigkill"]
+    assert not (killed / "results.jsonl").exists()
+    error = (killed / "error.txt").read_text()
+    assert "died without a traceback" in error and "state FAILED" in error, error
+    failed = (sweep / "failed_jobs.txt").read_text().splitlines()
+    assert len(failed) == 1 and failed[0].startswith(f"{killed.name}: died without a traceback")
+    # submitit's logs of the killed job are where the preset puts them, and error.txt says
+    # where: srun saw it killed.
+    logs = list((sweep / ".submitit").glob("*_0/*_0_0_log.err"))
     assert logs and "Killed" in logs[0].read_text(), logs
+    assert str(logs[0]) in error, error
