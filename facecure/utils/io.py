@@ -28,11 +28,23 @@ def picture_key(pixels: np.ndarray) -> str:
     return h.hexdigest()[:20]
 
 
+def _file_mode() -> int:
+    """The mode open() would give a new file: mkstemp's 0600 would hide results (and error
+    logs) from the rest of a cluster group; the user's umask decides, as for any file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
