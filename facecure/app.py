@@ -69,7 +69,7 @@ class ExtractorPool:
 ATTACK_RUN_KEYS = ("name", "batch_size", "unprotected")  # read by the run, not the attack
 # Labels a defended system adds to its records (WiSE-FT alpha, combined system, ...).
 EXTRA_KEYS = ("alpha", "system", "rerouted_share", "robust_extractor", "classifier",
-              "attack_label", "attack_unprotected")
+              "attack_label", "attack_unprotected", "threshold", "calibration_rerouted_share")
 
 
 def build_attack(spec: DictConfig | dict, pool: ExtractorPool):

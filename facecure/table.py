@@ -19,7 +19,8 @@ def print_results(aggregates: list[dict], run_dir: Path, synthetic: bool) -> Non
         table.add_column(col, justify="right" if col[0] in "p±scamM" and col != "attack" else "left")
     for a in aggregates:
         mode = f" ({a['attack_mode']})" if a.get("attack_mode") else ""
-        table.add_row(a["attack"] + mode, a["extractor"], a["defense"],
+        defense = a["defense"] + "".join(f" {a[k]}" for k in ("system", "classifier") if a.get(k))
+        table.add_row(a["attack"] + mode, a["extractor"], defense,
                       _pct(a["protection_rate_mean"]), _pct(a["protection_rate_ci95"]),
                       _pct(a["protection_rate_std"]), _pct(a["clean_accuracy"]),
                       str(a["n_attackers"]),

@@ -129,3 +129,20 @@ def test_killed_zoo_training_resumes_from_its_last_epoch(tmp_path, caplog):
                          trainer={"enable_progress_bar": False}, **spec)
     assert "resuming training" in caplog.text
     assert len(list(tmp_path.glob("*.pt"))) == 1 and not list(tmp_path.glob("*.work"))
+
+
+@pytest.mark.parametrize("name", ["zoo_softmax", "zoo_clip"])
+def test_zoo_training_is_reproducible_in_a_fresh_process(name, tmp_path):
+    """The recipe's seed fixes the initial weights too: two fresh processes, two empty caches,
+    the same weights (the cache key is the recipe, so it must determine them)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, json, torch; from facecure.extractors import create_extractor\n"
+              f"ex = create_extractor({name!r}, cache_dir=sys.argv[1], trainer={{'enable_progress_bar': False}}, "
+              f"**json.loads(sys.argv[2]))\n"
+              "print(sum(float(p.double().sum()) for p in ex.state_dict().values() if p.is_floating_point()))")
+    import json
+    sums = [subprocess.run([sys.executable, "-c", script, str(tmp_path / str(i)), json.dumps(tiny(name))],
+                           capture_output=True, text=True, check=True).stdout.split()[-1] for i in range(2)]
+    assert sums[0] == sums[1]

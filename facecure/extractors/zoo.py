@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from lightning.pytorch import seed_everything
 
 from facecure.data.synthetic import RENDERER_VERSION
 from facecure.extractors.base import Extractor
@@ -31,6 +32,7 @@ def zoo_member(name: str, arch: str, loss: str, embedding_dim: int, input_size: 
               "train": dict(train), "renderer": RENDERER_VERSION}
     fp = fingerprint(recipe)
     path = Path(cache_dir) / f"{name}-{fp}.pt"
+    seed_everything(train["seed"], workers=True, verbose=False)  # the initial weights too
     backbone = ARCHITECTURES[arch](embedding_dim=embedding_dim, **arch_kwargs)
     if not path.exists():
         log.info("training zoo member %s (first use; cached at %s)", name, path)

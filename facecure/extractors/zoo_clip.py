@@ -35,19 +35,27 @@ def build_clip(embed_dim: int, vision_cfg: dict, text_cfg: dict) -> open_clip.CL
 
 
 class DistinctUsersSampler(Sampler):
-    """Batches of `batch_size` picture indices, each from a different user."""
+    """Batches of `batch_size` picture indices, each from a different user.
+
+    The order depends on (seed, epoch) only; Lightning sets the epoch through `.sampler`
+    (it calls `batch_sampler.sampler.set_epoch`), so a resumed run replays the right epoch.
+    """
 
     def __init__(self, labels: torch.Tensor, batch_size: int, seed: int):
         self.by_user = [torch.nonzero(labels == u).flatten() for u in labels.unique()]
         self.batch_size, self.seed, self.epoch = batch_size, seed, 0
         self.n_batches = len(labels) // batch_size
+        self.sampler = self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self):
         return self.n_batches
 
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
-        self.epoch += 1
+        self.epoch += 1  # without Lightning, the next pass is the next epoch
         for _ in range(self.n_batches):
             users = torch.randperm(len(self.by_user), generator=gen)[:self.batch_size]
             yield [int(self.by_user[u][torch.randint(len(self.by_user[u]), (1,), generator=gen)])
@@ -99,6 +107,7 @@ def zoo_clip_member(name: str, embed_dim: int, vision_cfg: dict, text_cfg: dict,
               "train": dict(train), "prompt": PROMPT, "renderer": RENDERER_VERSION}
     fp = fingerprint(recipe)
     path = Path(cache_dir) / f"{name}-{fp}.pt"
+    seed_everything(train["seed"], workers=True, verbose=False)  # the initial weights too
     model = build_clip(embed_dim, vision_cfg, text_cfg)
     if not path.exists():
         log.info("training zoo member %s (first use; cached at %s)", name, path)

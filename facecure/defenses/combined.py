@@ -1,0 +1,263 @@
+"""`defense=combined` (paper Sec. 3.5, Fig. 6; App. D): an accurate and a robust model in one
+facial recognition system.
+
+- `top2`: both models run in parallel; a test picture is recognised when either model's 1-NN
+  top-1 is the right user (the paper's top-2 accuracy of the two models).
+- `threshold` (confidence thresholding): the accurate model answers unless its nearest gallery
+  picture is farther than a threshold, set on the public users' clean pictures so that fewer
+  than `max_rerouted` (2%) of them go to the robust model.
+- `detector_gated` (App. D): as `threshold`, and a confident match whose nearest gallery picture
+  a perturbation detector flags also goes to the robust model (against colluding users'
+  targeted attacks).
+
+Each attacker is evaluated alone, as by `measure_protection`: every model searches the clean
+gallery once, and each attacker's swap is answered from the stored neighbours
+(`nearest_with_swap`), here with the neighbour's distance and row, which the systems need.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from facecure.data.dataset import Picture
+from facecure.defenses.context import Defended, DefenseContext
+from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator
+from facecure.evaluation.protection import ProtectionResult, leave_clean, perturb_users
+from facecure.extractors.base import Extractor
+from facecure.extractors.registry import extractor_config, instantiate_extractor
+from facecure.paths import CONF_DIR
+from facecure.utils.io import fingerprint
+
+log = logging.getLogger(__name__)
+SYSTEMS = ("top2", "threshold", "detector_gated")
+
+
+@dataclasses.dataclass
+class Neighbours:
+    """Each query's nearest gallery picture: identity code, squared L2 distance, and row in
+    [clean gallery; replacement rows] (replacement row j is len(gallery) + j)."""
+
+    label: np.ndarray
+    dist: np.ndarray
+    row: np.ndarray
+
+
+def nearest_with_swap(ev: NearestNeighbourEvaluator, attacker: str,
+                      replacement: np.ndarray) -> Neighbours:
+    """`ev.predictions_with_swap(attacker, replacement)` with the neighbours' distances and rows."""
+    a = ev.names.index(attacker)
+    keep = ev.neighbour_labels != a
+    if not keep.any(axis=1).all():
+        raise RuntimeError("top-k too short: some query has only the attacker's rows")
+    first = keep.argmax(axis=1)
+    q = np.arange(len(first))
+    label, dist, row = ev.neighbour_labels[q, first], ev.dist[q, first], ev.idx[q, first]
+    if len(replacement):
+        d, i = ev.index.search(replacement, ev.queries, 1)
+        closer = d[:, 0] < dist
+        label = np.where(closer, a, label)
+        dist = np.where(closer, d[:, 0], dist)
+        row = np.where(closer, len(ev.gallery_labels) + i[:, 0], row)
+    return Neighbours(label, dist, row)
+
+
+@dataclasses.dataclass
+class Posted:
+    """What the attackers post: kept-clean and perturbed train pictures, shared by all models."""
+
+    pictures: list[Picture]
+    owners: np.ndarray
+    n_perturbed: dict[str, int]
+    budgets: dict[str, list[dict]]
+
+
+def posted_pictures(ctx: DefenseContext) -> Posted:
+    kept, attacked = [], []
+    for a in ctx.attackers:
+        clean, rest = leave_clean(ctx.split.train[a], ctx.unprotected, ctx.seed)
+        kept, attacked = kept + clean, attacked + rest
+    cloaked, budgets = perturb_users(ctx.attack, attacked, ctx.perturbed, ctx.progress)
+    owners = [p.identity for p in cloaked]
+    return Posted(kept + cloaked, np.array([p.identity for p in kept + cloaked]),
+                  {a: owners.count(a) for a in ctx.attackers},
+                  {a: [b for b, o in zip(budgets, owners) if o == a] for a in ctx.attackers})
+
+
+class ModelView:
+    """One model's 1-NN over the evaluation users, with the attackers' posted pictures."""
+
+    def __init__(self, ctx: DefenseContext, extractor: Extractor, posted: Posted):
+        train = [p for i in ctx.split.identities for p in ctx.split.train[i]]
+        test = [p for i in ctx.split.identities for p in ctx.split.test[i]]
+        self.gallery = ctx.embeddings.embed(extractor, train, ctx.progress)
+        self.train_owners = np.array([p.identity for p in train])
+        self.ev = NearestNeighbourEvaluator(
+            self.gallery, self.train_owners, ctx.embeddings.embed(extractor, test, ctx.progress),
+            [p.identity for p in test], ctx.index)
+        self.posted, self.owners = ctx.embeddings.embed(extractor, posted.pictures,
+                                                        ctx.progress), posted.owners
+
+    def neighbours(self, attacker: str, attacked: bool) -> Neighbours:
+        """With `attacker`'s gallery rows swapped for what they post (or their clean rows)."""
+        rows = (self.posted[self.owners == attacker] if attacked
+                else self.gallery[self.train_owners == attacker])
+        return nearest_with_swap(self.ev, attacker, rows)
+
+
+def calibrate_threshold(distances: np.ndarray, max_rerouted: float) -> float:
+    """The smallest observed distance d with share(distances > d) < max_rerouted (the
+    (1 - max_rerouted) quantile, rounded up to an observed value)."""
+    if not 0 < max_rerouted < 1:
+        raise ValueError(f"defense.max_rerouted must be in (0, 1), not {max_rerouted}")
+    return float(np.quantile(distances, 1 - max_rerouted, method="higher"))
+
+
+def public_nn_distances(ctx: DefenseContext, extractor: Extractor) -> np.ndarray:
+    """Squared L2 distance of each public test picture to its nearest public train picture."""
+    users = ctx.public.identities
+    if not users:
+        raise ValueError("defense=combined calibrates its threshold on public users: "
+                         "set defense.public_fraction > 0")
+    train = [p for u in users for p in ctx.public.train[u]]
+    test = [p for u in users for p in ctx.public.test[u]]
+    dist, _ = ctx.index.search(ctx.embeddings.embed(extractor, train, ctx.progress),
+                               ctx.embeddings.embed(extractor, test, ctx.progress), 1)
+    return dist[:, 0]
+
+
+def reroute(system: str, acc: Neighbours, threshold: float, flags: np.ndarray | None) -> np.ndarray:
+    """Which queries the system hands to the robust model (top2: all of them)."""
+    if system == "top2":
+        return np.ones(len(acc.label), bool)
+    out = acc.dist > threshold
+    return out | flags[acc.row] if system == "detector_gated" else out
+
+
+def recognised(system: str, truth: np.ndarray, acc: Neighbours, rob: Neighbours,
+               threshold: float, flags: np.ndarray | None) -> np.ndarray:
+    if system == "top2":
+        return (acc.label == truth) | (rob.label == truth)
+    return np.where(reroute(system, acc, threshold, flags), rob.label, acc.label) == truth
+
+
+def outcome(attacker: str, code: int, truth: np.ndarray, correct: np.ndarray, n_rows: int,
+            n_perturbed: int) -> AttackerOutcome:
+    mine = truth == code
+    return AttackerOutcome(attacker, float(1 - correct[mine].mean()),
+                           float(correct[~mine].mean()), int(mine.sum()), n_rows, n_perturbed)
+
+
+# --- the system's parts -------------------------------------------------------------------------
+
+def member(ctx: DefenseContext, spec: str | dict | None) -> Extractor:
+    """An extractor by config name, or {name: ..., <overrides of its config>}; null: the run's."""
+    if spec is None:
+        return ctx.extractor
+    if isinstance(spec, str):
+        return ctx.pool.get(spec)
+    overrides = dict(spec)
+    cfg = extractor_config(overrides.pop("name"), paths=ctx.cfg.paths, **overrides)
+    kwargs = ({"trainer": OmegaConf.to_container(ctx.cfg.trainer, resolve=True)}
+              if "trainer" in cfg else {})
+    return instantiate_extractor(cfg, **kwargs).to(ctx.device)
+
+
+def robust_member(ctx: DefenseContext, settings: dict) -> tuple[Extractor, str]:
+    """(robust model, the defense label of its own records): `robust` is the adaptive trainer's
+    robust fine-tune (conf/defense/robust.yaml under `robust_settings`), else an extractor."""
+    spec = settings.get("robust", "robust")
+    if spec != "robust":
+        return member(ctx, spec), "none"
+    from facecure.defenses.robust import robust_extractor
+
+    node = OmegaConf.merge(OmegaConf.load(CONF_DIR / "defense" / "robust.yaml"),
+                           settings.get("robust_settings") or {})
+    return robust_extractor(ctx, node), "robust"
+
+
+def detector_flags(ctx: DefenseContext, posted: Posted) -> tuple[np.ndarray, np.ndarray] | None:
+    """Whether the detector (conf/defense/detector.yaml under `detector`; one per train attack,
+    a picture is flagged if any flags it) calls each clean gallery picture and each posted
+    picture perturbed; None, with a warning, when there is no detector to train."""
+    try:
+        from facecure.defenses.detector import (
+            detector_settings,
+            named_attacks,
+            perturbed_probability,
+            train_detector,
+        )
+        settings = detector_settings(ctx)
+        detectors = [train_detector(ctx, attack, settings)
+                     for _, attack in named_attacks(ctx, settings.get("train_attacks"))]
+    except (ImportError, ValueError) as err:  # no detector module, or attack=none
+        log.warning("combined: skipping the detector_gated system: %s", err)
+        return None
+    threshold = settings.get("threshold", 0.5)
+
+    def flagged(pictures: list[Picture]) -> np.ndarray:
+        return np.any([perturbed_probability(d, pictures) >= threshold for d in detectors], axis=0)
+
+    train = [p for i in ctx.split.identities for p in ctx.split.train[i]]
+    return flagged(train), flagged(posted.pictures)
+
+
+# --- the defense --------------------------------------------------------------------------------
+
+def run(ctx: DefenseContext) -> list[Defended]:
+    """The two models alone (defense "none" and the robust model's own label), then one
+    Defended per system (defense "combined") with its rerouted share of clean pictures."""
+    settings = OmegaConf.to_container(ctx.cfg.defense, resolve=True)
+    systems = list(settings.get("systems") or SYSTEMS)
+    if set(systems) - set(SYSTEMS):
+        raise ValueError(f"unknown defense.systems {sorted(set(systems) - set(SYSTEMS))}; "
+                         f"choose among {', '.join(SYSTEMS)}")
+    accurate = member(ctx, settings.get("accurate"))
+    robust, robust_defense = robust_member(ctx, settings)
+    calibration = public_nn_distances(ctx, accurate)
+    threshold = calibrate_threshold(calibration, settings.get("max_rerouted", 0.02))
+    posted = posted_pictures(ctx)
+    acc_view, rob_view = ModelView(ctx, accurate, posted), ModelView(ctx, robust, posted)
+    flags = detector_flags(ctx, posted) if "detector_gated" in systems else None
+    if flags is None and "detector_gated" in systems:
+        systems.remove("detector_gated")
+
+    truth = acc_view.ev.query_labels
+    results = {s: ProtectionResult([], [], posted.budgets)
+               for s in ["accurate", "robust", *systems]}
+    for a in ctx.attackers:
+        code = acc_view.ev.names.index(a)
+        for attacked in (True, False):  # the attack, then the clean baseline
+            acc, rob = acc_view.neighbours(a, attacked), rob_view.neighbours(a, attacked)
+            rows = posted.owners == a if attacked else acc_view.train_owners == a
+            swapped = None if flags is None else np.concatenate(
+                [flags[0], (flags[1] if attacked else flags[0])[rows]])
+            correct = {"accurate": acc.label == truth, "robust": rob.label == truth}
+            correct.update({s: recognised(s, truth, acc, rob, threshold, swapped) for s in systems})
+            n_perturbed = posted.n_perturbed[a] if attacked else 0
+            for name, c in correct.items():
+                o = outcome(a, code, truth, c, int(rows.sum()), n_perturbed)
+                (results[name].outcomes if attacked else results[name].clean_outcomes).append(o)
+
+    ev = acc_view.ev  # the clean gallery: every evaluation test picture against clean train ones
+    clean = Neighbours(ev.neighbour_labels[:, 0], ev.dist[:, 0], ev.idx[:, 0])
+    label = f"{accurate.name}+{robust.name}"
+    out = [Defended(results["accurate"], "none", accurate.name, accurate.fingerprint),
+           Defended(results["robust"], robust_defense, robust.name, robust.fingerprint,
+                    {"robust_extractor": robust.name} if robust_defense != "none" else {})]
+    for s in systems:
+        # rerouted_share: clean test pictures the robust model also runs on (top2: all of them)
+        share = float(reroute(s, clean, threshold, None if flags is None else flags[0]).mean())
+        extra = {"system": s, "rerouted_share": share, "robust_extractor": robust.name,
+                 "threshold": threshold, "max_rerouted": settings.get("max_rerouted", 0.02),
+                 "calibration_rerouted_share": float((calibration > threshold).mean())}
+        fp = fingerprint({"accurate": accurate.fingerprint, "robust": robust.fingerprint,
+                          "system": s, "threshold": threshold})
+        out.append(Defended(results[s], "combined", label, f"combined-{fp}", extra))
+        log.info("combined %s: clean accuracy %.3f (accurate alone %.3f), rerouted %.1f%%", s,
+                 np.mean([o.clean_accuracy for o in results[s].clean_outcomes]),
+                 np.mean([o.clean_accuracy for o in results["accurate"].clean_outcomes]),
+                 100 * share)
+    return out

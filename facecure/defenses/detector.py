@@ -1,0 +1,348 @@
+"""Perturbation detection (paper Section 4.2, Tables 2-3): can the model trainer tell perturbed
+pictures from clean ones, and does a detector trained on one attack catch another?
+
+A binary clean-vs-perturbed classifier, MobileNetV2 from timm (ImageNet weights when the
+configured local file exists, else trained from scratch; the records say which), fine-tuned
+with Adam for a few epochs on public users' clean pictures and their perturbed twins, which
+the trainer makes by running the protection tool as a black box. Metrics (accuracy, precision,
+recall, AUROC) are measured on other, held-out public users.
+
+`train_detector(ctx, attack)` and `perturbed_probability(detector, pictures)` are the API a
+detector-gated system reuses.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, seed_everything
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from facecure.attacks.base import Attack, NoAttack
+from facecure.data.dataset import Picture
+from facecure.extractors.adapters.weights import (
+    file_digest,
+    load_checkpoint,
+    load_into,
+    state_dict_of,
+)
+from facecure.extractors.base import to_tensor
+from facecure.extractors.training import fit_resumable
+from facecure.paths import CONF_DIR
+from facecure.utils.io import atomic_write_bytes, fingerprint
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump when the training code changes what a recipe produces
+WEIGHTS_FORMAT = ("a timm ImageNet state dict for this model (model.safetensors, "
+                  "pytorch_model.bin or a .pth checkpoint)")
+PUBLISHED = "Hugging Face hub, https://huggingface.co/timm/<model_name>.<tag>"
+
+
+class Detector(nn.Module):
+    """timm classifier with one logit, 'perturbed'; owns its resizing and normalisation."""
+
+    def __init__(self, model: nn.Module, input_size: int, mean, std, init: str):
+        super().__init__()
+        self.model, self.input_size, self.init = model, input_size, init
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B,) logits of 'perturbed'."""
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size,) * 2, mode="bilinear",
+                              align_corners=False, antialias=True)
+        return self.model((x - self.mean) / self.std).squeeze(1)
+
+
+def build_detector(settings: dict) -> Detector:
+    """A fresh detector: ImageNet weights from `settings['weights']` if that file exists."""
+    import timm
+
+    model = timm.create_model(settings["model_name"], pretrained=False, num_classes=1)
+    # A zero head starts every picture at p = 0.5: timm's init of a one-output head (uniform
+    # in +-1 over 1280 features for MobileNetV2) starts at logits of +-10, saturating the loss.
+    head = model.get_classifier()
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    weights = settings.get("weights")
+    init = "scratch"
+    if weights and Path(weights).is_file():
+        checkpoint = load_checkpoint(weights, "detector", WEIGHTS_FORMAT, PUBLISHED,
+                                     settings.get("weights_only", True))
+        heads = model.pretrained_cfg.get("classifier") or ()
+        heads = tuple(f"{h}." for h in ((heads,) if isinstance(heads, str) else heads))
+        # The ImageNet head (1000 classes) is dropped; the one-logit head keeps its zeros.
+        state = {k: v for k, v in state_dict_of(checkpoint).items() if not k.startswith(heads)}
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(heads)})
+        load_into(model, state, weights, "detector", f"timm {settings['model_name']}")
+        init = "imagenet"
+    else:
+        log.warning("detector: no ImageNet weights at %s; training %s from scratch",
+                    weights, settings["model_name"])
+    cfg = model.pretrained_cfg
+    return Detector(model, settings["input_size"], cfg.get("mean", (0.485, 0.456, 0.406)),
+                    cfg.get("std", (0.229, 0.224, 0.225)), init)
+
+
+class DetectorModule(LightningModule):
+    """Binary cross-entropy on uint8 batches (B, 3, S, S) with labels 1 = perturbed."""
+
+    def __init__(self, detector: Detector, lr: float = 5e-5):
+        super().__init__()
+        self.save_hyperparameters(ignore=["detector"])
+        self.detector = detector
+
+    def training_step(self, batch, batch_idx):
+        pictures, labels = batch
+        x = pictures.float().div(255)
+        # Mirror images: a perturbation is no less a perturbation flipped, a face no less a face.
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        loss = F.binary_cross_entropy_with_logits(self.detector(x), labels.float())
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+def recipe(settings: dict) -> dict:
+    """What shapes a trained detector, besides its data; the weights file by its content."""
+    weights = settings.get("weights")
+    init = file_digest(weights) if weights and Path(weights).is_file() else "scratch"
+    keys = ("model_name", "input_size", "epochs", "lr", "batch_size", "seed")
+    return {"version": CACHE_VERSION, "init": init, **{k: settings[k] for k in keys}}
+
+
+def load_or_train(settings: dict, key: dict, data: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                  cache_dir: Path, trainer_kwargs: dict | None = None) -> Detector:
+    """The detector of (`settings`, `key`), trained on `data()` -> (clean, perturbed) uint8
+    (N, 3, S, S) on first use and cached under `cache_dir`; a killed training resumes."""
+    path = Path(cache_dir) / "detector" / f"{fingerprint({'recipe': recipe(settings), **key})}.pt"
+    seed_everything(settings["seed"], workers=True, verbose=False)
+    detector = build_detector(settings)
+    if not path.exists():
+        log.info("training the detector (first use; cached at %s)", path)
+        clean, perturbed = data()
+        x = torch.cat([clean, perturbed])
+        y = torch.cat([torch.zeros(len(clean)), torch.ones(len(perturbed))])
+        batch_size = settings["batch_size"]
+        # BatchNorm cannot train on a last batch of one picture: drop the remainder.
+        loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                            drop_last=len(x) > batch_size,
+                            generator=torch.Generator().manual_seed(settings["seed"]))
+        module = DetectorModule(detector, settings["lr"])
+        fit_resumable(module, loader, settings["epochs"], path.with_suffix(".work"), trainer_kwargs)
+        buf = io.BytesIO()
+        torch.save({"state_dict": detector.model.state_dict(), "init": detector.init}, buf)
+        atomic_write_bytes(path, buf.getvalue())
+        shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    detector.model.load_state_dict(saved["state_dict"])
+    detector.init = saved["init"]
+    return detector.eval()
+
+
+# --- pictures -----------------------------------------------------------------------------------
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """float (3, H, W) -> uint8 (3, *size), resized as the perturbed store resizes an attack's input."""
+    if x.shape[-2:] != size:
+        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False,
+                          antialias=True)[0]
+    return (x.clamp(0, 1) * 255).round().byte()
+
+
+def _as_uint8(pictures: Sequence[Picture | np.ndarray], size: int) -> torch.Tensor:
+    arrays = [p.load() if isinstance(p, Picture) else p for p in pictures]
+    return torch.stack([_resize(to_tensor(a), (size, size)) for a in arrays]) if arrays else \
+        torch.empty(0, 3, size, size, dtype=torch.uint8)
+
+
+def clean_and_perturbed(ctx, attack: Attack, pictures: list[Picture],
+                        size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N, 3, size, size) clean pictures and their perturbed twins (made or read from the
+    perturbed store). Each clean picture is first brought to its twin's size, as the attack saw
+    it, so that resampling alone never tells the two apart."""
+    from facecure.evaluation.protection import perturb_users  # splits a mixed attack's shares
+
+    twins, _ = perturb_users(attack, pictures, ctx.perturbed, ctx.progress)
+    by_name = {(t.identity, t.name): t.load() for t in twins}
+    clean, perturbed = [], []
+    for p in pictures:
+        twin = by_name[(p.identity, p.name)]
+        clean.append(_resize(_resize(to_tensor(p.load()), twin.shape[:2]).float().div(255),
+                             (size, size)))
+        perturbed.append(_resize(to_tensor(twin), (size, size)))
+    return torch.stack(clean), torch.stack(perturbed)
+
+
+@torch.no_grad()
+def probabilities(detector: Detector, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """uint8 (N, 3, H, W) -> probability that each picture is perturbed."""
+    detector.eval()
+    device = detector.mean.device
+    out = [torch.sigmoid(detector(x[i:i + batch_size].to(device).float().div(255))).cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.empty(0, dtype=np.float32)
+
+
+def perturbed_probability(detector: Detector, pictures: Sequence[Picture | np.ndarray],
+                          batch_size: int = 256) -> np.ndarray:
+    """Probability that each picture (Picture or uint8 (H, W, 3) RGB, any size) is perturbed."""
+    return probabilities(detector, _as_uint8(pictures, detector.input_size), batch_size)
+
+
+# --- users, settings, attacks -----------------------------------------------------------------
+
+def choose_users(public: list[str], n_train: int, n_test: int, seed: int) -> tuple[list, list]:
+    """Seeded disjoint (train, test) users among the public ones. With fewer public users than
+    n_train + n_test, they are all used, split in the same proportion (at least one each)."""
+    if len(public) < 2:
+        raise ValueError(f"the detector needs at least 2 public users, the data has {len(public)}: "
+                         "raise data.n_identities or defense.public_fraction")
+    if n_train + n_test > len(public):
+        scaled = int(round(len(public) * n_train / (n_train + n_test)))
+        n_train = min(max(scaled, 1), len(public) - 1)
+        n_test = len(public) - n_train
+    order = np.random.default_rng([seed, 5]).permutation(sorted(public)).tolist()
+    return sorted(order[:n_train]), sorted(order[n_train:n_train + n_test])
+
+
+def detector_settings(ctx) -> dict:
+    """The run's `defense` config when it is the detector's; otherwise (a detector-gated
+    system) conf/defense/detector.yaml under the run's `defense.detector` overrides, resolved
+    in the run's context (paths, seed)."""
+    defense = ctx.cfg.get("defense")
+    if defense is not None and defense.get("name") == "detector":
+        node = defense
+    else:
+        node = OmegaConf.merge(OmegaConf.load(CONF_DIR / "defense" / "detector.yaml"),
+                               (defense or {}).get("detector") or {})
+    root = copy.deepcopy(ctx.cfg)
+    with open_dict(root):
+        root.defense = node
+    settings = OmegaConf.to_container(root.defense, resolve=True)
+    settings.setdefault("seed", ctx.seed)
+    return settings
+
+
+def attack_label(cfg: DictConfig | dict) -> str:
+    """How records name an attack: a tool's own label, else name/mode (fawkes_v10/high)."""
+    if cfg.get("label"):
+        return str(cfg["label"])
+    return cfg["name"] + (f"/{cfg['mode']}" if cfg.get("mode") else "")
+
+
+def named_attacks(ctx, entries: list | None) -> list[tuple[str, Attack]]:
+    """(label, attack) per entry: an attack config name, "name/mode" (e.g. fawkes_v10/low), or
+    a dict {name: ..., <config overrides>}; null: the run's own attack."""
+    from facecure.defenses.attacks import attack_config, build_named_attack
+
+    if entries is None:
+        return [(attack_label(ctx.cfg.attack), ctx.attack)]
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            name, _, mode = entry.partition("/")
+            overrides = {"mode": mode} if mode else {}
+        else:
+            overrides = dict(entry)
+            name = overrides.pop("name")
+        out.append((attack_label(attack_config(ctx, name, **overrides)),
+                    build_named_attack(ctx, name, **overrides)))
+    return out
+
+
+def input_size_of(settings: dict, attack: Attack, pictures: list[Picture]) -> int:
+    """`input_size`, else the size the attack works at, else the pictures' own size."""
+    if settings.get("input_size"):
+        return int(settings["input_size"])
+    return int(getattr(attack, "image_size", None) or max(pictures[0].load().shape[:2]))
+
+
+# --- the defense ------------------------------------------------------------------------------
+
+def _pictures(ctx, users: list[str]) -> list[Picture]:
+    return [p for u in users for p in ctx.public.train[u] + ctx.public.test[u]]
+
+
+def _trainer_kwargs(ctx) -> dict:
+    return OmegaConf.to_container(ctx.cfg.trainer, resolve=True) if "trainer" in ctx.cfg else {}
+
+
+def train_detector(ctx, attack: Attack, settings: dict | None = None) -> Detector:
+    """A detector of `attack`'s pictures, trained on the public train users (cached)."""
+    if isinstance(attack, NoAttack):
+        raise ValueError("the detector needs an attack that perturbs pictures, not attack=none")
+    settings = dict(settings or detector_settings(ctx))
+    train_users, _ = choose_users(ctx.public.identities, settings["n_train_users"],
+                                  settings["n_test_users"], settings["seed"])
+    pictures = _pictures(ctx, train_users)
+    settings["input_size"] = input_size_of(settings, attack, pictures)
+    key = {"attack": attack.fingerprint, "pictures": sorted(p.key for p in pictures)}
+    detector = load_or_train(settings, key,
+                             lambda: clean_and_perturbed(ctx, attack, pictures,
+                                                         settings["input_size"]),
+                             ctx.cache_dir, _trainer_kwargs(ctx))
+    return detector.to(ctx.device)
+
+
+def detection_metrics(p_perturbed: np.ndarray, labels: np.ndarray,
+                      threshold: float = 0.5) -> dict:
+    """Binary accuracy, precision, recall (at `threshold`) and AUROC, with torchmetrics."""
+    from torchmetrics.classification import (
+        BinaryAccuracy,
+        BinaryAUROC,
+        BinaryPrecision,
+        BinaryRecall,
+    )
+
+    p, y = torch.as_tensor(p_perturbed, dtype=torch.float32), torch.as_tensor(labels).long()
+    metrics = {"accuracy": BinaryAccuracy(threshold), "precision": BinaryPrecision(threshold),
+               "recall": BinaryRecall(threshold), "auc": BinaryAUROC()}
+    return {k: float(m(p, y)) for k, m in metrics.items()}
+
+
+def run(ctx) -> list[dict]:
+    """One record per (train attack, test attack): the transfer table of the paper's Table 3."""
+    settings = detector_settings(ctx)
+    trains = named_attacks(ctx, settings.get("train_attacks"))
+    tests = trains if settings.get("test_attacks") is None else named_attacks(
+        ctx, settings["test_attacks"])
+    train_users, test_users = choose_users(ctx.public.identities, settings["n_train_users"],
+                                           settings["n_test_users"], settings["seed"])
+    log.info("detector: %d train and %d test users of %d public ones", len(train_users),
+             len(test_users), len(ctx.public.identities))
+    test_pictures = _pictures(ctx, test_users)
+    records = []
+    for train_label, train_attack in trains:
+        detector = train_detector(ctx, train_attack, settings)
+        for test_label, test_attack in tests:
+            clean, perturbed = clean_and_perturbed(ctx, test_attack, test_pictures,
+                                                   detector.input_size)
+            scores = detection_metrics(probabilities(detector, torch.cat([clean, perturbed])),
+                                       np.r_[np.zeros(len(clean)), np.ones(len(perturbed))],
+                                       settings.get("threshold", 0.5))
+            log.info("detector %s -> %s: %s", train_label, test_label,
+                     ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+            records.append({
+                "kind": "detector", "defense": "detector", "train_attack": train_label,
+                "test_attack": test_label, **scores,
+                "n_train_users": len(train_users), "n_test_users": len(test_users),
+                "n_test_pictures": 2 * len(clean), "init": detector.init,
+                "model_name": settings["model_name"], "input_size": detector.input_size,
+                "train_attack_fingerprint": train_attack.fingerprint,
+                "test_attack_fingerprint": test_attack.fingerprint})
+    return records

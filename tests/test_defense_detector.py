@@ -1,0 +1,156 @@
+"""defense=detector: the clean-vs-perturbed classifier, its init, training, resume and records."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+from lightning.pytorch import Callback, Trainer
+from torch.utils.data import DataLoader, TensorDataset
+
+from facecure.app import run
+from facecure.defenses.detector import (
+    DetectorModule,
+    build_detector,
+    choose_users,
+    detection_metrics,
+    load_or_train,
+    perturbed_probability,
+)
+from facecure.extractors.adapters.weights import IncompatibleWeightsError
+from facecure.results import read_results
+
+TINY_MODEL = "mobilenetv2_035"
+TINY_DETECTOR = ["defense=detector", f"defense.model_name={TINY_MODEL}", "defense.epochs=1",
+                 "defense.batch_size=8", "defense.input_size=32"]
+# A second attack for the transfer table, small like TINY's: Fawkes v1.0 low on the tiny zoo.
+LOW = "{name:fawkes_v10,mode:low,steps:2,image_size:null,surrogates:[zoo_softmax]}"
+SETTINGS = {"model_name": TINY_MODEL, "weights": None, "input_size": 32, "epochs": 1,
+            "lr": 1e-3, "batch_size": 8, "seed": 0}
+
+
+def toy_pictures(n=24, seed=0):
+    """Smooth clean pictures and twins with a strong +-noise: an easy detection task."""
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=32,
+                                            mode="bilinear") * 200 + 20
+    noise = (torch.rand(n, 3, 32, 32, generator=g) < 0.5).float() * 60 - 30
+    return clean.round().byte(), (clean + noise).clamp(0, 255).round().byte()
+
+
+def test_tiny_run_writes_one_detector_record_per_attack_pair(compose_cfg, tmp_path):
+    cfg = compose_cfg(*TINY, *TINY_DETECTOR, f"+run_dir={tmp_path}",
+                      f"defense.train_attacks=[{LOW}]",
+                      f"defense.test_attacks=[{LOW},{LOW.replace('low', 'mid')}]")
+    run(cfg)
+    records = [r for r in read_results(tmp_path / "results.jsonl") if r["kind"] == "detector"]
+    assert [(r["train_attack"], r["test_attack"]) for r in records] == [
+        ("fawkes_v10/low", "fawkes_v10/low"), ("fawkes_v10/low", "fawkes_v10/mid")]
+    for r in records:
+        assert all(0 <= r[k] <= 1 for k in ("accuracy", "precision", "recall", "auc"))
+        # 8 identities, half public: 4 public users split 25:20 -> 2 train, 2 test
+        assert (r["n_train_users"], r["n_test_users"]) == (2, 2)
+        assert r["n_test_pictures"] == 2 * 2 * 5 and r["defense"] == "detector"
+        assert r["init"] == "scratch"  # no ImageNet file for mobilenetv2_035 in this checkout
+
+
+def test_run_attack_is_the_default_and_the_detector_is_cached(compose_cfg, tmp_path, cache_dir):
+    cfg = compose_cfg(*TINY, *TINY_DETECTOR, f"+run_dir={tmp_path / 'a'}")
+    (first,) = [r for r in run(cfg) if r["kind"] == "detector"]
+    assert first["train_attack"] == first["test_attack"] == "fawkes_v10/high"
+    trained = sorted((cache_dir / "defenses" / "detector").glob("*.pt"))
+    assert trained and not list((cache_dir / "defenses" / "detector").glob("*.work"))
+    mtimes = [p.stat().st_mtime for p in trained]
+    (again,) = [r for r in run(compose_cfg(*TINY, *TINY_DETECTOR, f"+run_dir={tmp_path / 'b'}"))
+                if r["kind"] == "detector"]
+    assert [p.stat().st_mtime for p in trained] == mtimes  # loaded, not trained again
+    assert {k: again[k] for k in ("accuracy", "auc")} == {k: first[k] for k in ("accuracy", "auc")}
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+def test_imagenet_init_from_a_local_timm_file(tmp_path, suffix):
+    import timm
+
+    source = timm.create_model(TINY_MODEL, pretrained=False)  # ImageNet-shaped: 1000 classes
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+        save_file(source.state_dict(), str(path))
+    else:
+        torch.save(source.state_dict(), path)
+    detector = build_detector({**SETTINGS, "weights": str(path)})
+    assert detector.init == "imagenet"
+    torch.testing.assert_close(detector.model.conv_stem.weight, source.conv_stem.weight)
+    assert detector.model.classifier.out_features == 1  # a new head, one logit
+
+
+def test_missing_weights_train_from_scratch_and_wrong_ones_fail(tmp_path):
+    assert build_detector({**SETTINGS, "weights": str(tmp_path / "absent.bin")}).init == "scratch"
+    import timm
+    torch.save(timm.create_model("mobilenetv2_050", pretrained=False).state_dict(),
+               tmp_path / "other.bin")
+    with pytest.raises(IncompatibleWeightsError, match="shape mismatches"):
+        build_detector({**SETTINGS, "weights": str(tmp_path / "other.bin")})
+
+
+def test_training_lowers_the_loss_and_separates_the_pictures():
+    torch.manual_seed(0)
+    clean, perturbed = toy_pictures()
+    x, y = torch.cat([clean, perturbed]), torch.cat([torch.zeros(len(clean)), torch.ones(len(perturbed))])
+    losses = []
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    detector = build_detector(SETTINGS)
+    Trainer(max_steps=60, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[Record()], accelerator="cpu").fit(
+        DetectorModule(detector, lr=1e-3),
+        DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True, drop_last=True))
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
+    p = perturbed_probability(detector, [a.permute(1, 2, 0).numpy() for a in x])
+    assert p.shape == (len(x),) and ((0 <= p) & (p <= 1)).all()
+    assert detection_metrics(p, y.numpy())["auc"] > 0.9
+
+
+def test_metrics_and_user_choice():
+    scores = detection_metrics(np.array([0.1, 0.6, 0.4, 0.9]), np.array([0, 0, 1, 1]))
+    assert scores == pytest.approx({"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "auc": 0.75})
+    train, test = choose_users([f"u{i}" for i in range(60)], 25, 20, seed=0)
+    assert (len(train), len(test)) == (25, 20) and not set(train) & set(test)
+    assert choose_users([f"u{i}" for i in range(60)], 25, 20, seed=0) == (train, test)
+    train, test = choose_users([f"u{i}" for i in range(9)], 25, 20, seed=0)
+    assert (len(train), len(test)) == (5, 4)  # 9 * 25/45 = 5
+    with pytest.raises(ValueError, match="at least 2 public users"):
+        choose_users(["u0"], 25, 20, seed=0)
+
+
+def test_killed_detector_training_resumes_from_its_last_epoch(tmp_path, caplog):
+    settings = {**SETTINGS, "epochs": 15, "lr": 5e-5}
+    trainer = {"enable_progress_bar": False, "accelerator": "cpu"}
+    code = ("import json, sys; from test_defense_detector import toy_pictures; "
+            "from facecure.defenses.detector import load_or_train; "
+            "load_or_train(json.loads(sys.argv[2]), {'test': 1}, toy_pictures, sys.argv[1], "
+            "json.loads(sys.argv[3]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), json.dumps(settings),
+                             json.dumps(trainer)], cwd=Path(__file__).parent)
+    work = tmp_path / "detector"
+    deadline = time.time() + 120
+    while not list(work.glob("*.work/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(work.glob("*.work/last.ckpt")), "no checkpoint was written before the kill"
+    assert not list(work.glob("*.pt"))
+    with caplog.at_level("INFO", logger="facecure.extractors.training"):
+        detector = load_or_train(settings, {"test": 1}, toy_pictures, tmp_path, trainer)
+    assert "resuming training" in caplog.text
+    assert len(list(work.glob("*.pt"))) == 1 and not list(work.glob("*.work"))
+    clean, perturbed = toy_pictures()
+    assert perturbed_probability(detector, [a.permute(1, 2, 0).numpy() for a in clean]).shape == (24,)
