@@ -209,7 +209,8 @@ def run(cfg: DictConfig) -> list[dict]:
                                 f"eval/{agg['attack']}/clean_accuracy": agg["clean_accuracy"]})
         logger.log_table("attackers", [r for r in records if r["kind"] == "attacker"])
         logger.log_table("aggregates", aggregates)
-        print_results(aggregates, run_dir, dataset.synthetic)
+        print_results(aggregates, run_dir, dataset.synthetic,
+                      [r for r in records if r["kind"] == "detector"])
         exit_code = 0
         return records
     finally:

@@ -11,7 +11,18 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def print_results(aggregates: list[dict], run_dir: Path, synthetic: bool) -> None:
+def detector_table(detectors: list[dict]) -> Table:
+    table = Table(title="Perturbation detector on held-out users (train attack -> test attack)")
+    for col in ("train attack", "test attack", "accuracy", "precision", "recall", "AUC", "init"):
+        table.add_column(col, justify="left" if "attack" in col or col == "init" else "right")
+    for d in detectors:
+        table.add_row(d["train_attack"], d["test_attack"], _pct(d["accuracy"]), _pct(d["precision"]),
+                      _pct(d["recall"]), f"{d['auc']:.3f}", str(d.get("init", "-")))
+    return table
+
+
+def print_results(aggregates: list[dict], run_dir: Path, synthetic: bool,
+                  detectors: list[dict] = ()) -> None:
     table = Table(title="Protection rate over attacker users (1-NN top-1 error on their "
                         "unperturbed test pictures)" + (" - SYNTHETIC faces" if synthetic else ""))
     for col in ("attack", "extractor", "defense", "protection rate", "± 95% CI", "std",
@@ -29,5 +40,8 @@ def print_results(aggregates: list[dict], run_dir: Path, synthetic: bool) -> Non
     console = Console()
     if not console.is_terminal:  # a log file: do not fold the table into 80 columns
         console = Console(width=160)
-    console.print(table)
+    if aggregates or not detectors:
+        console.print(table)
+    if detectors:
+        console.print(detector_table(detectors))
     console.print(f"outputs: {run_dir}  (results.jsonl, config.yaml)")
