@@ -5,6 +5,7 @@ directly with a composed config. The work itself is in plain functions over obje
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
@@ -78,6 +79,8 @@ def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
     if isinstance(spec, DictConfig):
         spec = OmegaConf.to_container(spec, resolve=True)
     spec = {k: v for k, v in spec.items() if k not in ATTACK_RUN_KEYS}
+    if "label" in spec and "label" not in inspect.signature(get_class(spec["_target_"])).parameters:
+        spec.pop("label")  # a run key (attack_label in the records) unless the attack takes it
     names, sets = spec.pop("surrogates", None), spec.pop("surrogate_sets", None)
     if names is None and sets is not None:
         names = sets[spec["mode"]]
@@ -192,6 +195,7 @@ def run(cfg: DictConfig) -> list[dict]:
                   "config_fingerprint": config_fingerprint(cfg)}
         run_record = {"kind": "run", **common, "n_identities": len(split.identities),
                       "n_pictures": len(dataset), "attackers": attackers, "device": device,
+                      "attack_params": attack.params(),
                       "skipped": dataset.skipped, "versions": versions(), "timings": timings}
         records = []
         for m in measured:

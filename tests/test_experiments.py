@@ -32,11 +32,13 @@ def test_experiment_and_its_sweep_compose(name, cache_dir):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for job in sweep_jobs(name):
-            cfg = compose("config", overrides=[f"experiment={name}", *job])
+            cfg = compose("config", overrides=[f"experiment={name}", *job], return_hydra_config=True)
+            choices = cfg.hydra.runtime.choices
             assert cfg.experiment_name == name
-            OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+            # every interpolation of the job's own config resolves
+            OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
             for override in job:
                 key, value = override.split("=")
-                got = OmegaConf.select(cfg, f"{key}.name" if key in ("attack", "extractor", "defense") else key)
+                got = choices[key] if key in choices else OmegaConf.select(cfg, key)
                 assert str(got).lower() == value.lower()
     GlobalHydra.instance().clear()
