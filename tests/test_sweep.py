@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import TINY
 from omegaconf import OmegaConf
 
@@ -40,3 +41,38 @@ def test_sweep_reruns_skip_finished_jobs_and_failures_are_reported(tmp_path, cac
     assert "1 jobs finished, 1 failed" in bad.stdout
     assert "attack.mode must be one of" in (sweep / "attack.mode=nonsense" / "error.txt").read_text()
     assert "attack.mode=nonsense" in (sweep / "failed_jobs.txt").read_text()
+
+
+@pytest.mark.slow
+def test_killed_sweep_rerun_finishes_with_the_same_numbers(tmp_path, cache_dir):
+    import signal
+    import time
+
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    tiny = OmegaConf.to_yaml(OmegaConf.from_dotlist(TINY))
+    (experiments / "tiny.yaml").write_text("# @package _global_\n" + tiny)
+    env = {**os.environ, "FACECURE_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+
+    def command(sweep):
+        return [sys.executable, "-m", "facecure.cli", "--config-dir", str(tmp_path / "conf"), "-m",
+                "experiment=tiny", "logger=none", "attack.mode=low,mid,high", f"hydra.sweep.dir={sweep}"]
+
+    whole = tmp_path / "whole"
+    subprocess.run(command(whole), check=True, capture_output=True, env=env, timeout=900)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not list(killed.glob("*/results.jsonl")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # half way: at least one job done, not all
+    proc.wait()
+    done = {p.parent.name for p in killed.glob("*/results.jsonl")}
+    assert 1 <= len(done) < 3
+    rerun = subprocess.run(command(killed), capture_output=True, text=True, env=env, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "3 jobs finished, 0 failed" in rerun.stdout
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("timings",)} for r in rs]  # noqa: E731
+    for job in ("attack.mode=low", "attack.mode=mid", "attack.mode=high"):
+        assert strip(read_results(killed / job / "results.jsonl")) == strip(read_results(whole / job / "results.jsonl"))
