@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from facecure.attacks.lowkey import alexnet_weights_path, lpips_distance
 from facecure.attacks.store import PerturbedStore
 from facecure.data.dataset import Split, choose_attackers, split_dataset
-from facecure.defenses import DefenseContext, Defended, defense_runner, split_public
+from facecure.defenses import Defended, DefenseContext, defense_runner, split_public
 from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.protection import ProtectionResult
 from facecure.extractors.base import Extractor

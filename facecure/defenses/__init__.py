@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from facecure.defenses.context import DefenseContext, Defended, split_public
+from facecure.defenses.context import Defended, DefenseContext, split_public
 
 # name -> "module:function", imported on use so a defense's heavy imports cost nothing elsewhere.
 DEFENSES = {
