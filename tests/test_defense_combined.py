@@ -9,21 +9,15 @@ from conftest import TINY
 from test_zoo import TINY_CLIP
 
 from facecure.app import run
-from facecure.defenses.combined import (
-    Neighbours,
-    calibrate_threshold,
-    nearest_with_swap,
-    recognised,
-    reroute,
-)
-from facecure.evaluation.evaluator import NearestNeighbourEvaluator
+from facecure.defenses.combined import calibrate_threshold, recognised, reroute
+from facecure.evaluation.evaluator import NearestNeighbourEvaluator, Neighbours
 from facecure.results import read_results
 
 TINY_ROBUST = "defense.robust_settings={steps:6,checkpoint_every:3}"
 TINY_DETECTOR = "defense.detector={model_name:mobilenetv2_035,epochs:1,batch_size:8,input_size:32}"
 
 
-def test_nearest_with_swap_is_the_naive_search_with_distances_and_rows():
+def test_neighbours_with_swap_is_the_naive_search_with_distances_and_rows():
     rng = np.random.default_rng(0)
     labels = np.repeat([f"u{i}" for i in range(6)], 5)
     gallery = rng.normal(size=(len(labels), 8)).astype(np.float32)
@@ -33,7 +27,7 @@ def test_nearest_with_swap_is_the_naive_search_with_distances_and_rows():
     for attacker in ("u0", "u3"):
         for n_rows in (0, 3):
             replacement = rng.normal(size=(n_rows, 8)).astype(np.float32) * 0.5
-            got = nearest_with_swap(ev, attacker, replacement)
+            got = ev.neighbours_with_swap(attacker, replacement)
             assert (got.label == ev.predictions_with_swap(attacker, replacement)).all()
             # naive: the gallery without the attacker's rows, then the replacement rows
             rows = np.r_[np.flatnonzero(labels != attacker), len(labels) + np.arange(n_rows)]

@@ -12,7 +12,7 @@ facial recognition system.
 
 Each attacker is evaluated alone, as by `measure_protection`: every model searches the clean
 gallery once, and each attacker's swap is answered from the stored neighbours
-(`nearest_with_swap`), here with the neighbour's distance and row, which the systems need.
+(`NearestNeighbourEvaluator.neighbours_with_swap`, with the distance and row the systems need).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from facecure.data.dataset import Picture
 from facecure.defenses.context import Defended, DefenseContext
-from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator
+from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator, Neighbours
 from facecure.evaluation.protection import ProtectionResult, leave_clean, perturb_users
 from facecure.extractors.base import Extractor
 from facecure.extractors.registry import extractor_config, instantiate_extractor
@@ -33,35 +33,6 @@ from facecure.utils.io import fingerprint
 
 log = logging.getLogger(__name__)
 SYSTEMS = ("top2", "threshold", "detector_gated")
-
-
-@dataclasses.dataclass
-class Neighbours:
-    """Each query's nearest gallery picture: identity code, squared L2 distance, and row in
-    [clean gallery; replacement rows] (replacement row j is len(gallery) + j)."""
-
-    label: np.ndarray
-    dist: np.ndarray
-    row: np.ndarray
-
-
-def nearest_with_swap(ev: NearestNeighbourEvaluator, attacker: str,
-                      replacement: np.ndarray) -> Neighbours:
-    """`ev.predictions_with_swap(attacker, replacement)` with the neighbours' distances and rows."""
-    a = ev.names.index(attacker)
-    keep = ev.neighbour_labels != a
-    if not keep.any(axis=1).all():
-        raise RuntimeError("top-k too short: some query has only the attacker's rows")
-    first = keep.argmax(axis=1)
-    q = np.arange(len(first))
-    label, dist, row = ev.neighbour_labels[q, first], ev.dist[q, first], ev.idx[q, first]
-    if len(replacement):
-        d, i = ev.index.search(replacement, ev.queries, 1)
-        closer = d[:, 0] < dist
-        label = np.where(closer, a, label)
-        dist = np.where(closer, d[:, 0], dist)
-        row = np.where(closer, len(ev.gallery_labels) + i[:, 0], row)
-    return Neighbours(label, dist, row)
 
 
 @dataclasses.dataclass
@@ -104,7 +75,7 @@ class ModelView:
         """With `attacker`'s gallery rows swapped for what they post (or their clean rows)."""
         rows = (self.posted[self.owners == attacker] if attacked
                 else self.gallery[self.train_owners == attacker])
-        return nearest_with_swap(self.ev, attacker, rows)
+        return self.ev.neighbours_with_swap(attacker, rows)
 
 
 def calibrate_threshold(distances: np.ndarray, max_rerouted: float) -> float:

@@ -27,6 +27,16 @@ class AttackerOutcome:
     n_perturbed: int = 0  # of those rows, how many are perturbed pictures
 
 
+@dataclass
+class Neighbours:
+    """Each query's nearest gallery picture: identity code, squared L2 distance, and row in
+    [clean gallery; replacement rows] (replacement row j is len(gallery) + j)."""
+
+    label: np.ndarray
+    dist: np.ndarray
+    row: np.ndarray
+
+
 class NearestNeighbourEvaluator:
     """Gallery: train embeddings (G, D) with identity labels; queries: test embeddings (Q, D)."""
 
@@ -45,20 +55,27 @@ class NearestNeighbourEvaluator:
     def clean_predictions(self) -> np.ndarray:
         return self.neighbour_labels[:, 0]
 
-    def predictions_with_swap(self, attacker: str, replacement: np.ndarray) -> np.ndarray:
-        """Top-1 label of every query once `attacker`'s gallery rows are `replacement` (R, D)."""
+    def neighbours_with_swap(self, attacker: str, replacement: np.ndarray) -> Neighbours:
+        """Every query's nearest gallery picture once `attacker`'s rows are `replacement` (R, D):
+        the attacker's clean rows are skipped in the top-k, the replacement searched apart."""
         a = self.names.index(attacker)
         keep = self.neighbour_labels != a
         if not keep.any(axis=1).all():
             raise RuntimeError("top-k too short: some query has only the attacker's rows")
         first = keep.argmax(axis=1)
-        rows = np.arange(len(first))
-        best_dist, best_label = self.dist[rows, first], self.neighbour_labels[rows, first]
+        q = np.arange(len(first))
+        label, dist, row = self.neighbour_labels[q, first], self.dist[q, first], self.idx[q, first]
         if len(replacement):
-            queries_dist, _ = self.index.search(replacement, self.queries, 1)
-            closer = queries_dist[:, 0] < best_dist
-            best_label = np.where(closer, a, best_label)
-        return best_label
+            d, i = self.index.search(replacement, self.queries, 1)
+            closer = d[:, 0] < dist
+            label = np.where(closer, a, label)
+            dist = np.where(closer, d[:, 0], dist)
+            row = np.where(closer, len(self.gallery_labels) + i[:, 0], row)
+        return Neighbours(label, dist, row)
+
+    def predictions_with_swap(self, attacker: str, replacement: np.ndarray) -> np.ndarray:
+        """Top-1 label of every query once `attacker`'s gallery rows are `replacement` (R, D)."""
+        return self.neighbours_with_swap(attacker, replacement).label
 
     def outcome(self, attacker: str, replacement: np.ndarray) -> AttackerOutcome:
         pred = self.predictions_with_swap(attacker, replacement)
