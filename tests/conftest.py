@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
+from pathlib import Path
 
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -44,3 +47,14 @@ def compose_cfg(cache_dir):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def kill_at_first_checkpoint(proc, work: Path, pattern: str = "*.work/last.ckpt",
+                             timeout: float = 120) -> None:
+    """SIGKILL the training process `proc` as soon as a resume checkpoint exists under `work`."""
+    deadline = time.time() + timeout
+    while not list(work.glob(pattern)) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(work.glob(pattern)), "no checkpoint was written before the kill"

@@ -1,14 +1,12 @@
 """defense=clip_finetune: contrastive fine-tuning of CLIP on the public users, then WiSE-FT."""
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_DATA
+from conftest import TINY_DATA, kill_at_first_checkpoint
 from test_zoo import TINY_CLIP
 
 from facecure.app import run
@@ -181,12 +179,7 @@ def test_killed_fine_tuning_resumes_from_its_last_epoch(tiny_clip, tmp_path, cap
             "TRAINER)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), json.dumps(settings)],
                             cwd=Path(__file__).parent)
-    deadline = time.time() + 120
-    while not list(tmp_path.glob("*.work/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert list(tmp_path.glob("*.work/last.ckpt")), "no checkpoint before the kill"
+    kill_at_first_checkpoint(proc, tmp_path)
     assert not list(tmp_path.glob("*.pt"))
     with caplog.at_level("INFO", logger="facecure.extractors.training"):
         finetune_clip(tiny_clip, *public_faces(), settings, tmp_path, 0, TRAINER)

@@ -1,15 +1,13 @@
 """defense=detector: the clean-vs-perturbed classifier, its init, training, resume and records."""
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, kill_at_first_checkpoint
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -141,12 +139,7 @@ def test_killed_detector_training_resumes_from_its_last_epoch(tmp_path, caplog):
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), json.dumps(settings),
                              json.dumps(trainer)], cwd=Path(__file__).parent)
     work = tmp_path / "detector"
-    deadline = time.time() + 120
-    while not list(work.glob("*.work/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert list(work.glob("*.work/last.ckpt")), "no checkpoint was written before the kill"
+    kill_at_first_checkpoint(proc, work)
     assert not list(work.glob("*.pt"))
     with caplog.at_level("INFO", logger="facecure.extractors.training"):
         detector = load_or_train(settings, {"test": 1}, toy_pictures, tmp_path, trainer)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import TINY_ZOO
+from conftest import TINY_ZOO, kill_at_first_checkpoint
 
 from facecure.extractors import create_extractor
 from facecure.extractors.heads import ArcFaceHead, CosFaceHead, MagFaceHead, SoftmaxHead
@@ -105,10 +105,8 @@ def test_listing_orders_by_date_and_flags_zoo():
 
 
 def test_killed_zoo_training_resumes_from_its_last_epoch(tmp_path, caplog):
-    import signal
     import subprocess
     import sys
-    import time
 
     spec = tiny("zoo_softmax")
     spec["train"].update(epochs=40, n_identities=12, pictures_per_identity=4)
@@ -117,12 +115,7 @@ def test_killed_zoo_training_resumes_from_its_last_epoch(tmp_path, caplog):
             "trainer={'enable_progress_bar': False}, **json.loads(sys.argv[2]))")
     import json
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), json.dumps(spec)])
-    deadline = time.time() + 120
-    while not list(tmp_path.glob("*.work/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert list(tmp_path.glob("*.work/last.ckpt")), "no checkpoint was written before the kill"
+    kill_at_first_checkpoint(proc, tmp_path)
     assert not list(tmp_path.glob("*.pt"))
     with caplog.at_level("INFO", logger="facecure.extractors.training"):
         create_extractor("zoo_softmax", cache_dir=str(tmp_path),
