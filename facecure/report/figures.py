@@ -91,9 +91,9 @@ def wiseft_curve(groups: list[dict], path: Path, synthetic: bool) -> Path | None
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for attack in sorted({g["attack_name"] for g in rows}):
         pts = sorted((g for g in rows if g["attack_name"] == attack), key=lambda g: g["alpha"])
-        style = "--" if attack.startswith("none") else "-"
-        ax.plot([g["alpha"] for g in pts], [g["protection_mean"] for g in pts], style, marker="o",
-                label=f"protection rate: {attack}")
+        clean = attack.startswith("none")
+        ax.plot([g["alpha"] for g in pts], [g["protection_mean"] for g in pts], "--" if clean else "-",
+                marker="o", label="error rate, clean pictures" if clean else f"protection rate: {attack}")
     pts = sorted((g for g in rows if g["attack"] == "none"), key=lambda g: g["alpha"])
     ax.plot([g["alpha"] for g in pts], [g["clean_accuracy"] for g in pts], "k-", marker="s",
             label="clean accuracy")
@@ -105,9 +105,10 @@ def wiseft_curve(groups: list[dict], path: Path, synthetic: bool) -> Path | None
 
 def paired_bars(groups: list[dict], key: str, path: Path, synthetic: bool, title: str) -> Path | None:
     """Fig. 6 (key="system") and Fig. 9 (key="classifier"): clean accuracy and protection rate
-    per system, one panel per attack."""
-    rows = [g for g in groups if g[key] is not None and g["attack"] != "none"]
-    if not rows:
+    per system, one panel per attack, beside the single models the same runs measured."""
+    experiments = {g["experiment"] for g in groups if g[key] is not None}
+    rows = [g for g in groups if g["experiment"] in experiments and g["attack"] != "none"]
+    if not experiments:
         return None
     attacks = sorted({g["attack_name"] for g in rows})
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 3.5), squeeze=False)
@@ -117,7 +118,9 @@ def paired_bars(groups: list[dict], key: str, path: Path, synthetic: bool, title
         ax.bar(x - 0.2, [g["clean_accuracy"] for g in pts], 0.4, color="tab:green", label="clean accuracy")
         ax.bar(x + 0.2, [g["protection_mean"] for g in pts], 0.4, yerr=_spread(pts),
                capsize=3, color="tab:blue", label="protection rate")
-        ax.set_xticks(x, [str(g[key]) for g in pts], fontsize=8)
+        single = "1-NN: {}" if key == "classifier" else "{}"  # the runs' own single models
+        ax.set_xticks(x, [str(g[key] or single.format(g["system_name"])) for g in pts], fontsize=7,
+                      rotation=15)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{title}: {attack}", fontsize=9)
         ax.legend(fontsize=7)

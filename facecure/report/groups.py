@@ -19,14 +19,15 @@ def attack_name(r: dict) -> str:
 
 
 def system_name(r: dict) -> str:
-    """The trainer's model: extractor, defense and its variant."""
-    name = r["extractor"]
-    if r.get("defense") not in (None, "none") and r["defense"] not in name:
-        name += f" [{r['defense']}]"
-    for key in ("system", "classifier"):
-        if r.get(key):
-            name += f" [{r[key]}]"
-    if r.get("alpha") is not None and "alpha" not in name:
+    """The trainer's model: extractor, then its defense (and the defense's variant) in brackets
+    where the extractor's name does not already say it."""
+    name, defense = r["extractor"], r.get("defense") or "none"
+    tag = "" if defense == "none" else defense
+    if r.get("system"):
+        tag = f"{defense}: {r['system']}"
+    if tag and tag not in name and not (defense == "clip_finetune" and "wiseft@" in name):
+        name += f" [{tag}]"
+    if r.get("alpha") is not None and "wiseft@" not in name:
         name += f" [alpha={r['alpha']}]"
     return name
 
