@@ -1,0 +1,256 @@
+"""`defense=robust`: the adaptive model trainer (paper Sec. 4, App. B.4).
+
+The trainer has black-box access to the protection tools: it perturbs its public users'
+pictures with them (`train_attacks`, one or several; null: the run's own attack), then
+fine-tunes its extractor end to end with a linear head over the public users, on clean
+pictures and their perturbed twins (cross-entropy, random horizontal flips, a user drawn
+uniformly then one of their pictures, as the released `train_robust_features.py`). The head
+is thrown away; the fine-tuned extractor is the robust extractor, scored by the same 1-NN.
+
+The paper (and the design) say 500 steps of batch 32; the released script's default runs 10
+"epochs" of 500 steps. Training is resumable (a checkpoint every `checkpoint_every` steps) and
+the result is cached under `ctx.cache_dir` by a fingerprint of everything that shapes it.
+
+The fine-tuning pieces here (`PictureSet`, `IdentitySampler`, `FineTuner`, `fine_tune`) are
+shared with the end-to-end classifier of `facecure.defenses.classifiers`.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, seed_everything
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from facecure.attacks.base import Attack, NoAttack
+from facecure.data.dataset import Picture
+from facecure.defenses.attacks import build_named_attack
+from facecure.defenses.context import Defended, DefenseContext
+from facecure.evaluation.protection import perturb_users
+from facecure.extractors.base import Extractor, to_tensor
+from facecure.extractors.training import fit_resumable
+from facecure.utils.io import atomic_write_bytes, fingerprint
+
+log = logging.getLogger(__name__)
+
+# Used where a setting is missing (e.g. a combined-system config that reuses the robust model).
+FINE_TUNE_DEFAULTS = {"steps": 500, "batch_size": 32, "lr_backbone": 1e-4, "lr_head": 1e-3,
+                      "weight_decay": 0.0, "flip": True, "checkpoint_every": 50}
+RECIPE_VERSION = 1  # bump when the training code changes what a recipe produces
+
+
+def settings_of(node: DictConfig | dict | None, defaults: dict = FINE_TUNE_DEFAULTS) -> dict:
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    nested = (DictConfig, ListConfig)
+    spec = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, nested) else v
+            for k, v in (node or {}).items()}
+    return {**defaults, **{k: spec[k] for k in spec if k in defaults or k == "train_attacks"}}
+
+
+def resized(picture: Picture, size: int) -> torch.Tensor:
+    """(3, size, size) float in [0, 1], resized as `Extractor.embed` does."""
+    x = to_tensor(picture.load())
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=True)[0]
+    return x
+
+
+class PictureSet(Dataset):
+    """Labelled pictures, loaded and resized to the extractor's input size on use."""
+
+    def __init__(self, groups: dict[str, list[Picture]], size: int):
+        self.classes = sorted(groups)
+        self.pictures = [p for c in self.classes for p in groups[c]]
+        self.labels = [k for k, c in enumerate(self.classes) for _ in groups[c]]
+        labels = np.array(self.labels)
+        self.members = [np.flatnonzero(labels == k) for k in range(len(self.classes))]
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.pictures)
+
+    def __getitem__(self, i):
+        return resized(self.pictures[i], self.size), self.labels[i]
+
+
+class IdentitySampler(Sampler):
+    """`n` indices: a class drawn uniformly, then one of its pictures; seeded per epoch, so a
+    resumed run draws what the killed one would have."""
+
+    def __init__(self, members: list[np.ndarray], n: int, seed: int):
+        if any(len(m) == 0 for m in members):
+            raise ValueError("every class needs at least one picture to sample from")
+        self.members, self.n, self.seed, self.epoch = members, n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, 5, self.epoch])
+        for c in rng.integers(len(self.members), size=self.n):
+            yield int(self.members[c][rng.integers(len(self.members[c]))])
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class FineTuner(LightningModule):
+    """An extractor (trained end to end) + a linear identity head, cross-entropy.
+
+    The head reads the extractor's features before L2 normalisation, as the zoo's own softmax
+    heads do: on unit-norm features a plain linear head's logits stay small and learn slowly.
+    """
+
+    def __init__(self, extractor: Extractor, n_classes: int, lr_backbone: float = 1e-4,
+                 lr_head: float = 1e-3, weight_decay: float = 0.0, flip: bool = True):
+        super().__init__()
+        self.save_hyperparameters(ignore=["extractor"])
+        self.extractor = extractor
+        self.head = nn.Linear(extractor.embedding_dim, n_classes)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.extractor.features(self.extractor.preprocess(x)))
+
+    def training_step(self, batch, batch_idx):
+        x, labels = batch
+        if self.hparams.flip:
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+        logits = self.logits(x)
+        loss = F.cross_entropy(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        groups = [{"params": self.extractor.parameters(), "lr": self.hparams.lr_backbone},
+                  {"params": self.head.parameters(), "lr": self.hparams.lr_head}]
+        return torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
+
+    @torch.no_grad()
+    def predict(self, pictures: list[Picture], batch_size: int = 256) -> np.ndarray:
+        """Class index of each picture (eval mode, no flip)."""
+        self.eval()
+        device = next(self.parameters()).device
+        out = []
+        for start in range(0, len(pictures), batch_size):
+            x = torch.stack([resized(p, self.extractor.input_size)
+                             for p in pictures[start:start + batch_size]])
+            out.append(self.logits(x.to(device)).argmax(1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, int)
+
+
+def trainable_copy(base: Extractor, defense: str) -> Extractor:
+    """A deep copy of the trainer's extractor with every weight trainable (attacks freeze
+    their surrogates, and the trainer's extractor may be one)."""
+    if not base.differentiable:
+        raise ValueError(f"defense={defense} fine-tunes the trainer's extractor, but {base.name!r} "
+                         "is not differentiable (ONNX/black-box): choose a torch extractor")
+    return copy.deepcopy(base).requires_grad_(True)
+
+
+def fine_tune(module: FineTuner, data: PictureSet, settings: dict, seed: int, path: Path,
+              part: nn.Module, trainer_kwargs: dict | None = None) -> None:
+    """Train `module` unless `path` holds the trained state of `part` (a piece of `module`);
+    either way `part` ends up with it. Resumes a killed training from `path`.work/last.ckpt."""
+    if not path.exists():
+        log.info("training %s (cached at %s)", path.stem, path)
+        seed_everything(seed, workers=True, verbose=False)
+        per_epoch = min(int(settings["checkpoint_every"]), int(settings["steps"]))
+        sampler = IdentitySampler(data.members, per_epoch * int(settings["batch_size"]), seed)
+        loader = DataLoader(data, batch_size=int(settings["batch_size"]), sampler=sampler)
+        kwargs = {**(trainer_kwargs or {}), "max_steps": int(settings["steps"])}
+        module.train()  # the copied extractor is in eval mode, and Lightning keeps modes as found
+        fit_resumable(module, loader, math.ceil(settings["steps"] / per_epoch),
+                      path.with_suffix(".work"), kwargs)
+        buf = io.BytesIO()
+        torch.save({k: v.cpu() for k, v in part.state_dict().items()}, buf)
+        atomic_write_bytes(path, buf.getvalue())
+        shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)
+    part.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    part.eval()
+
+
+def train_attacks(ctx: DefenseContext, names) -> list[Attack]:
+    """The attacks the trainer runs on public users: config names, or {name: ..., overrides}
+    mappings; null means the run's own attack."""
+    if names is None:
+        return [ctx.attack]
+    if isinstance(names, (str, dict)):
+        names = [names]
+    attacks = []
+    for spec in names:
+        if isinstance(spec, dict):  # {name: <config>, <key>: <override>, ...}
+            overrides = dict(spec)
+            attacks.append(build_named_attack(ctx, overrides.pop("name"), **overrides))
+        else:
+            attacks.append(build_named_attack(ctx, spec))
+    return attacks
+
+
+def public_groups(ctx: DefenseContext, attacks: list[Attack]) -> dict[str, list[Picture]]:
+    """Each public user's pictures (train and test parts) and their perturbed twins."""
+    clean = ctx.public_pictures()
+    groups = {i: [] for i in ctx.public.identities}
+    for p in clean:
+        groups[p.identity].append(p)
+    for attack in attacks:
+        if isinstance(attack, NoAttack):
+            continue
+        twins, _ = perturb_users(attack, clean, ctx.perturbed, ctx.progress)
+        for p in twins:
+            groups[p.identity].append(p)
+    return groups
+
+
+def trainer_kwargs_of(ctx: DefenseContext) -> dict:
+    return OmegaConf.to_container(ctx.cfg.trainer, resolve=True)
+
+
+def robust_extractor(ctx: DefenseContext, settings: DictConfig | dict | None = None) -> Extractor:
+    """The trainer's extractor fine-tuned on public users' clean + perturbed pictures.
+
+    `settings`: steps, batch_size, lr_backbone, lr_head, weight_decay, flip, checkpoint_every,
+    train_attacks (default: `ctx.cfg.defense`, missing keys from FINE_TUNE_DEFAULTS).
+    """
+    settings = settings_of(ctx.cfg.defense if settings is None else settings)
+    base = ctx.extractor
+    if not ctx.public.identities:
+        raise ValueError("defense=robust needs public users: set defense.public_fraction > 0")
+    attacks = train_attacks(ctx, settings.get("train_attacks"))
+    recipe = {k: settings[k] for k in FINE_TUNE_DEFAULTS if k != "checkpoint_every"}
+    fp = fingerprint({"base": base.fingerprint, "recipe": recipe, "seed": ctx.seed,
+                      "attacks": [a.fingerprint for a in attacks],
+                      "public": sorted(p.key for p in ctx.public_pictures()),
+                      "version": RECIPE_VERSION})
+    robust = trainable_copy(base, "robust")
+    robust.name, robust.fingerprint = f"{base.name}+robust", f"{base.name}+robust-{fp}"
+    path = ctx.cache_dir / f"{robust.fingerprint}.pt"
+    if path.exists():  # cached: no public pictures to perturb, no head to build
+        robust.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    else:
+        data = PictureSet(public_groups(ctx, attacks), base.input_size)
+        module = FineTuner(robust, len(data.classes), settings["lr_backbone"], settings["lr_head"],
+                           settings["weight_decay"], settings["flip"])
+        fine_tune(module, data, settings, ctx.seed, path, robust, trainer_kwargs_of(ctx))
+    return robust.eval().requires_grad_(False).to(ctx.device)
+
+
+def run(ctx: DefenseContext) -> list[Defended]:
+    """1-NN protection with the base extractor and with its robust fine-tune."""
+    base = ctx.extractor
+    robust = robust_extractor(ctx)
+    return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
+            Defended(ctx.protection(robust), "robust", robust.name, robust.fingerprint,
+                     {"robust_extractor": robust.name})]

@@ -1,0 +1,127 @@
+"""defense=robust: the adaptive trainer's fine-tuned extractor, trained, cached and resumable."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import TINY
+
+import facecure.app
+import facecure.defenses.robust as robust_mod
+from facecure.app import run
+from facecure.defenses.robust import FineTuner, PictureSet, public_groups, robust_extractor
+from facecure.results import read_results
+
+TINY_ROBUST = ["defense=robust", "defense.steps=6", "defense.checkpoint_every=3"]
+# Two named attacks at once, kept tiny (one small surrogate, 2 steps, the picture's own size).
+TWO_ATTACKS = ("defense.train_attacks=[{name:pgd,steps:2,image_size:null,surrogates:[zoo_softmax]},"
+               "{name:fawkes_v10,steps:2,image_size:null,surrogates:[zoo_softmax]}]")
+
+
+def run_context(compose_cfg, monkeypatch, tmp_path, *overrides, base=TINY):
+    """The DefenseContext the app builds for `overrides` (the defense itself is not run)."""
+    seen = []
+    monkeypatch.setattr(facecure.app, "defense_runner",
+                        lambda name: lambda ctx: seen.append(ctx) or [])
+    run(compose_cfg(*base, *overrides, f"+run_dir={tmp_path / 'ctx'}"))
+    monkeypatch.undo()
+    return seen[0]
+
+
+def test_robust_run_records_base_and_robust_extractor(compose_cfg, tmp_path):
+    run(compose_cfg(*TINY, *TINY_ROBUST, f"+run_dir={tmp_path}"))
+    written = read_results(tmp_path / "results.jsonl")
+    attackers = [r for r in written if r["kind"] == "attacker"]
+    assert len(attackers) == 8  # 2 systems x (clean baseline, fawkes_v10) x 2 attackers
+    assert {r["defense"] for r in attackers} == {"none", "robust"}
+    assert all(0 <= r[k] <= 1 for r in attackers for k in ("protection_rate", "clean_accuracy"))
+    aggregates = [r for r in written if r["kind"] == "aggregate"]
+    robust = [a for a in aggregates if a["defense"] == "robust"]
+    assert {a["attack"] for a in robust} == {"none", "fawkes_v10"}
+    assert all(a["robust_extractor"] == a["extractor"] == "zoo_softmax+robust" for a in robust)
+    assert all(a["n_attackers"] == 2 for a in aggregates)
+    assert all(r["n_public"] == 4 for r in attackers)
+    fingerprints = {d: {r["extractor_fingerprint"] for r in attackers if r["defense"] == d}
+                    for d in ("none", "robust")}
+    assert all(len(f) == 1 for f in fingerprints.values())
+    assert fingerprints["none"] != fingerprints["robust"]
+
+
+def test_robust_training_lowers_the_training_loss(compose_cfg, monkeypatch, tmp_path):
+    ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST)
+    data = PictureSet(public_groups(ctx, [ctx.attack]), ctx.extractor.input_size)
+    assert len(data) == 2 * len(ctx.public_pictures())  # clean + one perturbed twin each
+    module = FineTuner(robust_mod.trainable_copy(ctx.extractor, "robust"), len(data.classes))
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    y = torch.tensor(data.labels)
+
+    def loss():  # on the whole training set, BatchNorm on batch statistics as in training
+        module.train()
+        with torch.no_grad():
+            return F.cross_entropy(module.logits(x), y).item()
+
+    before = loss()
+    settings = {**robust_mod.FINE_TUNE_DEFAULTS, "steps": 30, "checkpoint_every": 30}
+    robust_mod.fine_tune(module, data, settings, 0, tmp_path / "m.pt", module,
+                         {"enable_progress_bar": False, "accelerator": "cpu"})
+    assert loss() < before - 0.2
+    assert (tmp_path / "m.pt").exists() and not (tmp_path / "m.work").exists()
+
+
+def test_robust_extractor_is_cached_and_loaded_not_retrained(compose_cfg, monkeypatch, tmp_path):
+    ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST, TWO_ATTACKS)
+    first = robust_extractor(ctx)
+    assert first.name == "zoo_softmax+robust" and first.fingerprint.startswith(first.name)
+    assert (ctx.cache_dir / f"{first.fingerprint}.pt").exists()
+    assert len(list(ctx.perturbed.root.glob("pgd-*"))) == 1  # the named attacks ran on public users
+    own_attack = robust_extractor(ctx, {**ctx.cfg.defense, "train_attacks": None})
+    assert own_attack.fingerprint != first.fingerprint  # the train attacks are in the recipe
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached robust extractor was trained again")
+
+    monkeypatch.setattr(robust_mod, "fit_resumable", no_training)
+    again = robust_extractor(ctx)
+    x = torch.rand(4, 3, 32, 32)
+    torch.testing.assert_close(again(x), first(x))
+    assert not torch.allclose(ctx.extractor(x), first(x))  # fine-tuning changed the extractor
+
+
+def test_non_differentiable_extractor_is_refused(compose_cfg, monkeypatch, tmp_path):
+    ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST)
+    ctx.extractor.differentiable = False
+    try:
+        with pytest.raises(ValueError, match="not differentiable"):
+            robust_extractor(ctx)
+    finally:
+        ctx.extractor.differentiable = True
+
+
+def test_killed_robust_training_resumes(compose_cfg, tmp_path, cache_dir, caplog):
+    overrides = [*TINY, "defense=robust", "defense.steps=150", "defense.checkpoint_every=10"]
+    code = ("import json, sys; from hydra import compose, initialize_config_dir; "
+            "from facecure.paths import CONF_DIR; from facecure.app import run\n"
+            "with initialize_config_dir(config_dir=str(CONF_DIR), version_base='1.3'):\n"
+            "    cfg = compose('config', overrides=json.loads(sys.argv[1]))\n"
+            "run(cfg)")
+    proc = subprocess.Popen([sys.executable, "-c", code,
+                             json.dumps(overrides + [f"+run_dir={tmp_path / 'killed'}"])])
+    work = cache_dir / "defenses"
+    deadline = time.time() + 120
+    while not list(work.glob("*+robust-*.work/last.ckpt")) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(work.glob("*+robust-*.work/last.ckpt")), "no checkpoint was written before the kill"
+    before = set(work.glob("*+robust-*.pt"))
+    with caplog.at_level("INFO", logger="facecure.extractors.training"):
+        run(compose_cfg(*overrides, f"+run_dir={tmp_path / 'resumed'}"))
+    assert "resuming training" in caplog.text
+    assert len(set(work.glob("*+robust-*.pt")) - before) == 1
+    assert not list(work.glob("*+robust-*.work"))
+    resumed = read_results(tmp_path / "resumed" / "results.jsonl")
+    assert any(r["defense"] == "robust" for r in resumed)
