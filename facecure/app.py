@@ -70,7 +70,8 @@ class ExtractorPool:
 ATTACK_RUN_KEYS = ("name", "batch_size", "unprotected")  # read by the run, not the attack
 # Labels a defended system adds to its records (WiSE-FT alpha, combined system, ...).
 EXTRA_KEYS = ("alpha", "system", "rerouted_share", "robust_extractor", "classifier",
-              "attack_label", "attack_unprotected", "threshold", "calibration_rerouted_share")
+              "attack_label", "attack_unprotected", "threshold", "calibration_rerouted_share",
+              "robust_public", "per_attacker")
 
 
 def build_attack(spec: DictConfig | dict, pool: ExtractorPool):

@@ -23,8 +23,8 @@ def detector_table(detectors: list[dict]) -> Table:
 
 def print_results(aggregates: list[dict], run_dir: Path, synthetic: bool,
                   detectors: list[dict] = ()) -> None:
-    table = Table(title="Protection rate over attacker users (1-NN top-1 error on their "
-                        "unperturbed test pictures)" + (" - SYNTHETIC faces" if synthetic else ""))
+    table = Table(title="Protection rate over attacker users (the trainer's top-1 error on their "
+                        "unperturbed test pictures: 1-NN, or the classifier a defense trains)" + (" - SYNTHETIC faces" if synthetic else ""))
     for col in ("attack", "extractor", "defense", "protection rate", "± 95% CI", "std",
                 "clean acc. (others)", "attackers", "max DSSIM", "max L∞"):
         table.add_column(col, justify="right" if col[0] in "p±scamM" and col != "attack" else "left")
