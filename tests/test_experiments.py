@@ -54,7 +54,8 @@ TINY_ATTACKS = {
     "pgd": ["attack.steps=3", "attack.image_size=null", "attack.surrogates=[zoo_softmax]"],
 }
 TINY_DEFENSES = {
-    "robust": ["defense.steps=4", "defense.checkpoint_every=2"],
+    "robust": ["defense.steps=4", "defense.checkpoint_every=2",
+               "defense.train_attacks=[{name:fawkes_v10,steps:2,image_size:null,surrogates:[zoo_softmax]}]"],
     "detector": ["defense.model_name=mobilenetv2_035", "defense.epochs=1", "defense.input_size=32",
                  "defense.train_attacks=[{name:fawkes_v10,steps:2,image_size:null,surrogates:[zoo_softmax]}]"],
     "clip_finetune": ["defense.epochs=1", "defense.alphas=[0,1]"],
