@@ -12,7 +12,7 @@ from facecure.attacks import Attack
 from facecure.evaluation import FlatL2Index
 from facecure.extractors import Extractor, create_extractor, list_extractors
 from facecure.loggers import RunLogger
-from facecure.paths import CONF_DIR, PROJECT_ROOT
+from facecure.paths import CONF_DIR
 
 # Overrides that keep each attack's surrogates and candidate sets tiny (the full zoo trains
 # for minutes); attacks missing here need none.
