@@ -1,14 +1,12 @@
 """defense=robust: the adaptive trainer's fine-tuned extractor, trained, cached and resumable."""
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
+from conftest import TINY, kill_at_first_checkpoint
 
 import facecure.app
 import facecure.defenses.robust as robust_mod
@@ -111,12 +109,7 @@ def test_killed_robust_training_resumes(compose_cfg, tmp_path, cache_dir, caplog
     proc = subprocess.Popen([sys.executable, "-c", code,
                              json.dumps(overrides + [f"+run_dir={tmp_path / 'killed'}"])])
     work = cache_dir / "defenses"
-    deadline = time.time() + 120
-    while not list(work.glob("*+robust-*.work/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert list(work.glob("*+robust-*.work/last.ckpt")), "no checkpoint was written before the kill"
+    kill_at_first_checkpoint(proc, work, "*+robust-*.work/last.ckpt")
     before = set(work.glob("*+robust-*.pt"))
     with caplog.at_level("INFO", logger="facecure.extractors.training"):
         run(compose_cfg(*overrides, f"+run_dir={tmp_path / 'resumed'}"))
