@@ -7,6 +7,7 @@ with an angular margin).
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,9 @@ def quiet_lightning() -> None:
     """Lightning's start-up banner (GPU/TPU lines, tips) drowns the run's own output."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # On a machine with SLURM's client installed, every fit outside `srun` warns; our fits use
+    # one device and never need Lightning's SLURM environment.
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
 
 
 def fit_resumable(module: LightningModule, loader: DataLoader, epochs: int, work_dir: Path,
