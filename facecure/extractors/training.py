@@ -66,6 +66,8 @@ def quiet_lightning() -> None:
     # On a machine with SLURM's client installed, every fit outside `srun` warns; our fits use
     # one device and never need Lightning's SLURM environment.
     warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
+    # lightning 2.6 on torch 2.14: a deprecation inside Lightning itself, nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def fit_resumable(module: LightningModule, loader: DataLoader, epochs: int, work_dir: Path,
