@@ -120,3 +120,29 @@ def test_killed_attack_resumes_without_attacking_stored_pictures(tmp_path):
     out, _ = PerturbedStore(tmp_path, batch_size=2).perturb_pictures(attack, pics, progress=False)
     assert attack.seen == 8 - done  # only what the killed run had not stored
     assert len(out) == 8 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_concurrent_jobs_train_a_zoo_member_once(tmp_path):
+    """Two processes build the same zoo member on one cache at once (a sweep's jobs): one trains
+    while the other waits on the lock, then loads the same weights; nothing crashes."""
+    import json
+    import subprocess
+    import sys
+
+    from test_zoo import tiny
+
+    script = ("import sys, json, logging; from facecure.extractors import create_extractor\n"
+              "logging.basicConfig(level=logging.INFO)\n"
+              "ex = create_extractor('zoo_softmax', cache_dir=sys.argv[1], "
+              "trainer={'enable_progress_bar': False}, **json.loads(sys.argv[2]))\n"
+              "print(sum(float(p.double().sum()) for p in ex.state_dict().values() if p.is_floating_point()))")
+    spec = tiny("zoo_softmax")
+    spec["train"].update(epochs=3)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), json.dumps(spec)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    assert outs[0][0].split()[-1] == outs[1][0].split()[-1]
+    logs = "".join(err for _, err in outs)
+    assert logs.count("training zoo member") == 1, logs[-2000:]

@@ -29,7 +29,7 @@ from facecure.defenses.wiseft import wiseft_extractor
 from facecure.extractors.base import Extractor, to_tensor
 from facecure.extractors.training import fit_resumable
 from facecure.extractors.zoo_clip import PROMPT, ClipModule, DistinctUsersSampler
-from facecure.utils.io import atomic_write_bytes, fingerprint
+from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the fine-tuning code changes what a recipe produces
@@ -117,22 +117,23 @@ def finetune_clip(base: Extractor, pictures: Sequence[Picture], users: Sequence[
               **{k: settings[k] for k in ("epochs", "lr", "weight_decay")}}
     fp = fingerprint(recipe)
     path = Path(cache_dir) / f"clip_finetune-{fp}.pt"
-    if not path.exists():
-        log.info("fine-tuning %s on %d pictures of %d public users (cached at %s)",
-                 base.name, len(pictures), n_users, path)
-        seed_everything(seed, workers=True, verbose=False)
-        # Every weight trainable: attacks freeze their surrogates, and the run's CLIP may be one.
-        model = copy.deepcopy(zero_shot).cpu().train().requires_grad_(True)
-        sampler = DistinctUsersSampler(torch.tensor(list(users)), batch_size, seed)
-        loader = DataLoader(CaptionedPictures(pictures, users, base.input_size),
-                            batch_sampler=sampler)
-        module = ClipModule(ExtractorPreprocessed(model, base), model.context_length,
-                            settings["lr"], settings["weight_decay"])
-        fit_resumable(module, loader, settings["epochs"], path.with_suffix(".work"), trainer_kwargs)
-        buf = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-        atomic_write_bytes(path, buf.getvalue())
-        shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
+    with exclusive(path):  # concurrent jobs: one trains, the others load
+        if not path.exists():
+            log.info("fine-tuning %s on %d pictures of %d public users (cached at %s)",
+                     base.name, len(pictures), n_users, path)
+            seed_everything(seed, workers=True, verbose=False)
+            # Every weight trainable: attacks freeze their surrogates, and the run's CLIP may be one.
+            model = copy.deepcopy(zero_shot).cpu().train().requires_grad_(True)
+            sampler = DistinctUsersSampler(torch.tensor(list(users)), batch_size, seed)
+            loader = DataLoader(CaptionedPictures(pictures, users, base.input_size),
+                                batch_sampler=sampler)
+            module = ClipModule(ExtractorPreprocessed(model, base), model.context_length,
+                                settings["lr"], settings["weight_decay"])
+            fit_resumable(module, loader, settings["epochs"], path.with_suffix(".work"), trainer_kwargs)
+            buf = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+            atomic_write_bytes(path, buf.getvalue())
+            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
     return torch.load(path, map_location="cpu", weights_only=True), fp
 
 

@@ -38,7 +38,7 @@ from facecure.extractors.adapters.weights import (
 from facecure.extractors.base import to_tensor
 from facecure.extractors.training import fit_resumable
 from facecure.paths import CONF_DIR
-from facecure.utils.io import atomic_write_bytes, fingerprint
+from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -132,22 +132,23 @@ def load_or_train(settings: dict, key: dict, data: Callable[[], tuple[torch.Tens
     path = Path(cache_dir) / "detector" / f"{fingerprint({'recipe': recipe(settings), **key})}.pt"
     seed_everything(settings["seed"], workers=True, verbose=False)
     detector = build_detector(settings)
-    if not path.exists():
-        log.info("training the detector (first use; cached at %s)", path)
-        clean, perturbed = data()
-        x = torch.cat([clean, perturbed])
-        y = torch.cat([torch.zeros(len(clean)), torch.ones(len(perturbed))])
-        batch_size = settings["batch_size"]
-        # BatchNorm cannot train on a last batch of one picture: drop the remainder.
-        loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                            drop_last=len(x) > batch_size,
-                            generator=torch.Generator().manual_seed(settings["seed"]))
-        module = DetectorModule(detector, settings["lr"])
-        fit_resumable(module, loader, settings["epochs"], path.with_suffix(".work"), trainer_kwargs)
-        buf = io.BytesIO()
-        torch.save({"state_dict": detector.model.state_dict(), "init": detector.init}, buf)
-        atomic_write_bytes(path, buf.getvalue())
-        shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
+    with exclusive(path):  # concurrent jobs: one trains, the others load
+        if not path.exists():
+            log.info("training the detector (first use; cached at %s)", path)
+            clean, perturbed = data()
+            x = torch.cat([clean, perturbed])
+            y = torch.cat([torch.zeros(len(clean)), torch.ones(len(perturbed))])
+            batch_size = settings["batch_size"]
+            # BatchNorm cannot train on a last batch of one picture: drop the remainder.
+            loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                                drop_last=len(x) > batch_size,
+                                generator=torch.Generator().manual_seed(settings["seed"]))
+            module = DetectorModule(detector, settings["lr"])
+            fit_resumable(module, loader, settings["epochs"], path.with_suffix(".work"), trainer_kwargs)
+            buf = io.BytesIO()
+            torch.save({"state_dict": detector.model.state_dict(), "init": detector.init}, buf)
+            atomic_write_bytes(path, buf.getvalue())
+            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
     saved = torch.load(path, map_location="cpu", weights_only=True)
     detector.model.load_state_dict(saved["state_dict"])
     detector.init = saved["init"]

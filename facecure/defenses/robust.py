@@ -38,7 +38,7 @@ from facecure.defenses.context import Defended, DefenseContext
 from facecure.evaluation.protection import perturb_users
 from facecure.extractors.base import Extractor, to_tensor
 from facecure.extractors.training import fit_resumable
-from facecure.utils.io import atomic_write_bytes, fingerprint
+from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -164,20 +164,21 @@ def fine_tune(module: FineTuner, data: PictureSet, settings: dict, seed: int, pa
               part: nn.Module, trainer_kwargs: dict | None = None) -> None:
     """Train `module` unless `path` holds the trained state of `part` (a piece of `module`);
     either way `part` ends up with it. Resumes a killed training from `path`.work/last.ckpt."""
-    if not path.exists():
-        log.info("training %s (cached at %s)", path.stem, path)
-        seed_everything(seed, workers=True, verbose=False)
-        per_epoch = min(int(settings["checkpoint_every"]), int(settings["steps"]))
-        sampler = IdentitySampler(data.members, per_epoch * int(settings["batch_size"]), seed)
-        loader = DataLoader(data, batch_size=int(settings["batch_size"]), sampler=sampler)
-        kwargs = {**(trainer_kwargs or {}), "max_steps": int(settings["steps"])}
-        module.train()  # the copied extractor is in eval mode, and Lightning keeps modes as found
-        fit_resumable(module, loader, math.ceil(settings["steps"] / per_epoch),
-                      path.with_suffix(".work"), kwargs)
-        buf = io.BytesIO()
-        torch.save({k: v.cpu() for k, v in part.state_dict().items()}, buf)
-        atomic_write_bytes(path, buf.getvalue())
-        shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)
+    with exclusive(path):  # concurrent jobs: one trains, the others load
+        if not path.exists():
+            log.info("training %s (cached at %s)", path.stem, path)
+            seed_everything(seed, workers=True, verbose=False)
+            per_epoch = min(int(settings["checkpoint_every"]), int(settings["steps"]))
+            sampler = IdentitySampler(data.members, per_epoch * int(settings["batch_size"]), seed)
+            loader = DataLoader(data, batch_size=int(settings["batch_size"]), sampler=sampler)
+            kwargs = {**(trainer_kwargs or {}), "max_steps": int(settings["steps"])}
+            module.train()  # the copied extractor is in eval mode, and Lightning keeps modes as found
+            fit_resumable(module, loader, math.ceil(settings["steps"] / per_epoch),
+                          path.with_suffix(".work"), kwargs)
+            buf = io.BytesIO()
+            torch.save({k: v.cpu() for k, v in part.state_dict().items()}, buf)
+            atomic_write_bytes(path, buf.getvalue())
+            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)
     part.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     part.eval()
 

@@ -18,7 +18,7 @@ from facecure.data.synthetic import RENDERER_VERSION
 from facecure.extractors.base import Extractor
 from facecure.extractors.training import train_backbone
 from facecure.extractors.zoo_nets import ARCHITECTURES
-from facecure.utils.io import atomic_write_bytes, fingerprint
+from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,14 @@ def zoo_member(name: str, arch: str, loss: str, embedding_dim: int, input_size: 
     path = Path(cache_dir) / f"{name}-{fp}.pt"
     seed_everything(train["seed"], workers=True, verbose=False)  # the initial weights too
     backbone = ARCHITECTURES[arch](embedding_dim=embedding_dim, **arch_kwargs)
-    if not path.exists():
-        log.info("training zoo member %s (first use; cached at %s)", name, path)
-        train_backbone(backbone, embedding_dim, loss, dict(train), path.with_suffix(".work"), trainer)
-        buf = io.BytesIO()
-        torch.save(backbone.state_dict(), buf)
-        atomic_write_bytes(path, buf.getvalue())
-        shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
+    with exclusive(path):  # concurrent jobs: one trains, the others load
+        if not path.exists():
+            log.info("training zoo member %s (first use; cached at %s)", name, path)
+            train_backbone(backbone, embedding_dim, loss, dict(train), path.with_suffix(".work"), trainer)
+            buf = io.BytesIO()
+            torch.save(backbone.state_dict(), buf)
+            atomic_write_bytes(path, buf.getvalue())
+            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
     state = torch.load(path, map_location="cpu", weights_only=True)
     backbone.load_state_dict(state)
     return Extractor(name, backbone, embedding_dim, input_size, fingerprint=f"{name}-{fp}").to(device)

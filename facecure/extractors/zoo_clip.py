@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 from facecure.data.synthetic import RENDERER_VERSION
 from facecure.extractors.base import Extractor
 from facecure.extractors.training import fit_resumable, public_population
-from facecure.utils.io import atomic_write_bytes, fingerprint
+from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
 
 log = logging.getLogger(__name__)
 PROMPT = "A photograph of user #{}."
@@ -109,13 +109,14 @@ def zoo_clip_member(name: str, embed_dim: int, vision_cfg: dict, text_cfg: dict,
     path = Path(cache_dir) / f"{name}-{fp}.pt"
     seed_everything(train["seed"], workers=True, verbose=False)  # the initial weights too
     model = build_clip(embed_dim, vision_cfg, text_cfg)
-    if not path.exists():
-        log.info("training zoo member %s (first use; cached at %s)", name, path)
-        train_clip(model, dict(train), text_cfg["context_length"], path.with_suffix(".work"), trainer)
-        buf = io.BytesIO()
-        torch.save(model.state_dict(), buf)
-        atomic_write_bytes(path, buf.getvalue())
-        shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)
+    with exclusive(path):  # concurrent jobs: one trains, the others load
+        if not path.exists():
+            log.info("training zoo member %s (first use; cached at %s)", name, path)
+            train_clip(model, dict(train), text_cfg["context_length"], path.with_suffix(".work"), trainer)
+            buf = io.BytesIO()
+            torch.save(model.state_dict(), buf)
+            atomic_write_bytes(path, buf.getvalue())
+            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     extractor = Extractor(name, model.visual, embed_dim, input_size, fingerprint=f"{name}-{fp}")
     extractor.clip_model = model  # the text tower, for CLIP fine-tuning defenses
