@@ -54,17 +54,19 @@ class ExtractorPool:
         self.cfg, self.device = cfg, device
         self._built: dict[str, Extractor] = {}
 
-    def get(self, name: str | None = None) -> Extractor:
+    def get(self, name: str | None = None, **overrides) -> Extractor:
+        """Extractor `name` (None: the run's), its config keys replaced by `overrides`."""
         name = name or self.cfg.extractor.name
-        if name not in self._built:
-            cfg = (self.cfg.extractor if name == self.cfg.extractor.name
-                   else extractor_config(name, paths=self.cfg.paths))
+        key = name + (f"-{fingerprint(overrides)}" if overrides else "")
+        if key not in self._built:
+            cfg = (self.cfg.extractor if name == self.cfg.extractor.name and not overrides
+                   else extractor_config(name, paths=self.cfg.paths, **overrides))
             # Extractors FaceCure trains (the zoo) take the run's Lightning trainer settings.
             extra = ({"trainer": OmegaConf.to_container(self.cfg.trainer, resolve=True)}
                      if "trainer" in cfg else {})
             extractor = instantiate_extractor(cfg, **extra)
-            self._built[name] = extractor.to(self.device)
-        return self._built[name]
+            self._built[key] = extractor.to(self.device)
+        return self._built[key]
 
 
 ATTACK_RUN_KEYS = ("name", "batch_size", "unprotected")  # read by the run, not the attack
@@ -151,7 +153,7 @@ def run(cfg: DictConfig) -> list[dict]:
         t = time.time()
         dataset = instantiate(cfg.data, progress=cfg.progress)
         split = split_dataset(dataset, cfg.seed, cfg.eval.train_fraction)
-        defense = cfg.get("defense") or {"name": "none"}
+        defense = cfg.get("defense") or OmegaConf.create({"name": "none"})
         public = Split({}, {})
         if defense.name != "none":  # the trainer's public users: never attackers, never scored
             public_ids, _ = split_public(split.identities, defense.get("public_fraction", 0.5),

@@ -50,7 +50,7 @@ from facecure.defenses.robust import (
     trainer_kwargs_of,
 )
 from facecure.evaluation.evaluator import AttackerOutcome
-from facecure.evaluation.protection import ProtectionResult, leave_clean, perturb_users
+from facecure.evaluation.protection import ProtectionResult
 from facecure.utils.io import fingerprint
 
 LINEAR_DEFAULTS = {"weight_decay": 1e-4, "max_iter": 300}
@@ -116,34 +116,20 @@ def end_to_end_classifier(ctx: DefenseContext, settings: dict) -> Classify:
     return classify
 
 
-def posted_pictures(ctx: DefenseContext) -> tuple[dict, dict, dict]:
-    """attacker -> pictures they posted (left clean + perturbed), n perturbed, budgets."""
-    kept, attacked = {}, []
-    for a in ctx.attackers:
-        kept[a], rest = leave_clean(ctx.split.train[a], ctx.unprotected, ctx.seed)
-        attacked += rest
-    cloaked, budgets = perturb_users(ctx.attack, attacked, ctx.perturbed, ctx.progress)
-    posted = {a: list(kept[a]) for a in ctx.attackers}
-    spent = {a: [] for a in ctx.attackers}
-    for p, b in zip(cloaked, budgets):
-        posted[p.identity].append(p)
-        spent[p.identity].append(b)
-    return posted, {a: len(spent[a]) for a in spent}, spent
-
-
 def measure(ctx: DefenseContext, classify: Classify, per_attacker: bool,
             extra_classes: dict[str, list[Picture]]) -> ProtectionResult:
     ids = ctx.split.identities
     test = [p for i in ids for p in ctx.split.test[i]]
     owners = np.array([p.identity for p in test])
     clean = {**{i: ctx.split.train[i] for i in ids}, **extra_classes}
-    posted, n_perturbed, budgets = posted_pictures(ctx)
+    post = ctx.posted()
+    posted = post.pictures
 
     def outcome(pred, a, others, rows):
         mine = owners == a
         return AttackerOutcome(a, float((pred[mine] != a).mean()),
                                float((pred[others] == owners[others]).mean()), int(mine.sum()),
-                               len(rows[a]), n_perturbed[a] if rows is posted else 0)
+                               len(rows[a]), post.n_perturbed(a) if rows is posted else 0)
 
     def others_of(a):
         return owners != a if per_attacker else ~np.isin(owners, ctx.attackers)
@@ -152,7 +138,7 @@ def measure(ctx: DefenseContext, classify: Classify, per_attacker: bool,
                     for a in ctx.attackers)  # attack=none: no need to train twice
     need_clean = ctx.cfg.eval.clean_baseline or unchanged
     clean_pred = classify(clean, test) if need_clean else None
-    result = ProtectionResult([], [], budgets)
+    result = ProtectionResult([], [], post.budgets)
     if per_attacker:
         for a in ctx.attackers:
             pred = clean_pred if unchanged else classify({**clean, a: posted[a]}, test)

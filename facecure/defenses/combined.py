@@ -16,7 +16,6 @@ gallery once, and each attacker's swap is answered from the stored neighbours
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -25,36 +24,13 @@ from omegaconf import OmegaConf
 from facecure.data.dataset import Picture
 from facecure.defenses.context import Defended, DefenseContext
 from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator, Neighbours
-from facecure.evaluation.protection import ProtectionResult, leave_clean, perturb_users
+from facecure.evaluation.protection import Posted, ProtectionResult
 from facecure.extractors.base import Extractor
-from facecure.extractors.registry import extractor_config, instantiate_extractor
 from facecure.paths import CONF_DIR
 from facecure.utils.io import fingerprint
 
 log = logging.getLogger(__name__)
 SYSTEMS = ("top2", "threshold", "detector_gated")
-
-
-@dataclasses.dataclass
-class Posted:
-    """What the attackers post: kept-clean and perturbed train pictures, shared by all models."""
-
-    pictures: list[Picture]
-    owners: np.ndarray
-    n_perturbed: dict[str, int]
-    budgets: dict[str, list[dict]]
-
-
-def posted_pictures(ctx: DefenseContext) -> Posted:
-    kept, attacked = [], []
-    for a in ctx.attackers:
-        clean, rest = leave_clean(ctx.split.train[a], ctx.unprotected, ctx.seed)
-        kept, attacked = kept + clean, attacked + rest
-    cloaked, budgets = perturb_users(ctx.attack, attacked, ctx.perturbed, ctx.progress)
-    owners = [p.identity for p in cloaked]
-    return Posted(kept + cloaked, np.array([p.identity for p in kept + cloaked]),
-                  {a: owners.count(a) for a in ctx.attackers},
-                  {a: [b for b, o in zip(budgets, owners) if o == a] for a in ctx.attackers})
 
 
 class ModelView:
@@ -68,8 +44,8 @@ class ModelView:
         self.ev = NearestNeighbourEvaluator(
             self.gallery, self.train_owners, ctx.embeddings.embed(extractor, test, ctx.progress),
             [p.identity for p in test], ctx.index)
-        self.posted, self.owners = ctx.embeddings.embed(extractor, posted.pictures,
-                                                        ctx.progress), posted.owners
+        pictures, self.owners = posted.flat()
+        self.posted = ctx.embeddings.embed(extractor, pictures, ctx.progress)
 
     def neighbours(self, attacker: str, attacked: bool) -> Neighbours:
         """With `attacker`'s gallery rows swapped for what they post (or their clean rows)."""
@@ -130,10 +106,7 @@ def member(ctx: DefenseContext, spec: str | dict | None) -> Extractor:
     if isinstance(spec, str):
         return ctx.pool.get(spec)
     overrides = dict(spec)
-    cfg = extractor_config(overrides.pop("name"), paths=ctx.cfg.paths, **overrides)
-    kwargs = ({"trainer": OmegaConf.to_container(ctx.cfg.trainer, resolve=True)}
-              if "trainer" in cfg else {})
-    return instantiate_extractor(cfg, **kwargs).to(ctx.device)
+    return ctx.pool.get(overrides.pop("name"), **overrides)
 
 
 def robust_member(ctx: DefenseContext, settings: dict) -> tuple[Extractor, str]:
@@ -172,7 +145,7 @@ def detector_flags(ctx: DefenseContext, posted: Posted) -> tuple[np.ndarray, np.
         return np.any([perturbed_probability(d, pictures) >= threshold for d in detectors], axis=0)
 
     train = [p for i in ctx.split.identities for p in ctx.split.train[i]]
-    return flagged(train), flagged(posted.pictures)
+    return flagged(train), flagged(posted.flat()[0])
 
 
 # --- the defense --------------------------------------------------------------------------------
@@ -189,7 +162,7 @@ def run(ctx: DefenseContext) -> list[Defended]:
     robust, robust_defense = robust_member(ctx, settings)
     calibration = public_nn_distances(ctx, accurate)
     threshold = calibrate_threshold(calibration, settings.get("max_rerouted", 0.02))
-    posted = posted_pictures(ctx)
+    posted = ctx.posted()
     acc_view, rob_view = ModelView(ctx, accurate, posted), ModelView(ctx, robust, posted)
     flags = detector_flags(ctx, posted) if "detector_gated" in systems else None
     if flags is None and "detector_gated" in systems:
@@ -202,12 +175,12 @@ def run(ctx: DefenseContext) -> list[Defended]:
         code = acc_view.ev.names.index(a)
         for attacked in (True, False):  # the attack, then the clean baseline
             acc, rob = acc_view.neighbours(a, attacked), rob_view.neighbours(a, attacked)
-            rows = posted.owners == a if attacked else acc_view.train_owners == a
+            rows = acc_view.owners == a if attacked else acc_view.train_owners == a
             swapped = None if flags is None else np.concatenate(
                 [flags[0], (flags[1] if attacked else flags[0])[rows]])
             correct = {"accurate": acc.label == truth, "robust": rob.label == truth}
             correct.update({s: recognised(s, truth, acc, rob, threshold, swapped) for s in systems})
-            n_perturbed = posted.n_perturbed[a] if attacked else 0
+            n_perturbed = posted.n_perturbed(a) if attacked else 0
             for name, c in correct.items():
                 o = outcome(a, code, truth, c, int(rows.sum()), n_perturbed)
                 (results[name].outcomes if attacked else results[name].clean_outcomes).append(o)

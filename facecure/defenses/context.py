@@ -17,7 +17,12 @@ from facecure.attacks.store import PerturbedStore
 from facecure.data.dataset import Picture, Split
 from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.index import FlatL2Index
-from facecure.evaluation.protection import ProtectionResult, measure_protection
+from facecure.evaluation.protection import (
+    Posted,
+    ProtectionResult,
+    measure_protection,
+    post_pictures,
+)
 from facecure.extractors.base import Extractor
 
 
@@ -55,6 +60,11 @@ class DefenseContext:
 
     def public_pictures(self) -> list[Picture]:
         return [p for i in self.public.identities for p in self.public.train[i] + self.public.test[i]]
+
+    def posted(self) -> Posted:
+        """What the attackers post (their train pictures perturbed by the run's attack)."""
+        return post_pictures(self.split, self.attackers, self.attack, self.perturbed,
+                             self.unprotected, self.seed, self.progress)
 
     def protection(self, extractor: Extractor) -> ProtectionResult:
         """The paper's measurement with `extractor` as the trainer's model, on evaluation users."""

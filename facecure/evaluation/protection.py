@@ -60,6 +60,37 @@ def perturb_users(attack: Attack, pictures: list[Picture], store: PerturbedStore
     return first + second, b1 + b2
 
 
+@dataclass
+class Posted:
+    """What the attackers post: each one's train pictures, all but `unprotected` perturbed."""
+
+    pictures: dict[str, list[Picture]]  # attacker -> left clean, then perturbed twins
+    budgets: dict[str, list[dict]]  # attacker -> budget of each perturbed picture
+
+    def n_perturbed(self, attacker: str) -> int:
+        return len(self.budgets[attacker])
+
+    def flat(self) -> tuple[list[Picture], np.ndarray]:
+        """Every posted picture, and its owner, in one list (to embed them in one call)."""
+        pictures = [p for pics in self.pictures.values() for p in pics]
+        return pictures, np.array([p.identity for p in pictures])
+
+
+def post_pictures(split: Split, attackers: list[str], attack: Attack, store: PerturbedStore,
+                  unprotected: float = 0, seed: int = 0, progress: bool = True) -> Posted:
+    """The attackers perturb their train pictures (stored, never attacked twice)."""
+    kept, attacked = {}, []
+    for a in attackers:
+        kept[a], rest = leave_clean(split.train[a], unprotected, seed)
+        attacked += rest
+    cloaked, budgets = perturb_users(attack, attacked, store, progress)
+    posted = Posted({a: list(kept[a]) for a in attackers}, {a: [] for a in attackers})
+    for p, b in zip(cloaked, budgets):
+        posted.pictures[p.identity].append(p)
+        posted.budgets[p.identity].append(b)
+    return posted
+
+
 def measure_protection(split: Split, attackers: list[str], extractor: Extractor, attack: Attack,
                        embeddings: EmbeddingStore, perturbed: PerturbedStore,
                        index: FlatL2Index | None = None, progress: bool = True,
@@ -71,20 +102,13 @@ def measure_protection(split: Split, attackers: list[str], extractor: Extractor,
     queries = embeddings.embed(extractor, test, progress)
     evaluator = NearestNeighbourEvaluator(gallery, [p.identity for p in train], queries,
                                           [p.identity for p in test], index)
-    kept, attacked = [], []
+    posted = post_pictures(split, attackers, attack, perturbed, unprotected, seed, progress)
+    pictures, owners = posted.flat()
+    rows = embeddings.embed(extractor, pictures, progress)
+    result = ProtectionResult([], [], posted.budgets)
     for a in attackers:
-        clean, rest = leave_clean(split.train[a], unprotected, seed)
-        kept += clean
-        attacked += rest
-    cloaked, budgets = perturb_users(attack, attacked, perturbed, progress)
-    posted = embeddings.embed(extractor, kept + cloaked, progress)
-    owners = np.array([p.identity for p in kept + cloaked])
-    budget_owners = np.array([p.identity for p in cloaked])
-    result = ProtectionResult([], [])
-    for a in attackers:
-        outcome = evaluator.outcome(a, posted[owners == a])
-        outcome.n_perturbed = int((budget_owners == a).sum())
+        outcome = evaluator.outcome(a, rows[owners == a])
+        outcome.n_perturbed = posted.n_perturbed(a)
         result.outcomes.append(outcome)
         result.clean_outcomes.append(evaluator.outcome(a, gallery[[p.identity == a for p in train]]))
-        result.budgets[a] = [b for b, o in zip(budgets, budget_owners) if o == a]
     return result
