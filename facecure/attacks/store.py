@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
 from facecure.attacks.base import Attack, NoAttack, ProvidedAttack
 from facecure.attacks.budget import measure
 from facecure.data.dataset import Picture
-from facecure.extractors.base import to_tensor
+from facecure.extractors.base import resize, to_tensor
 from facecure.utils.io import atomic_write_bytes, atomic_write_text
 
 
@@ -55,8 +54,7 @@ class PerturbedStore:
     def _attack_input(self, attack: Attack, picture: Picture) -> torch.Tensor:
         x = to_tensor(picture.load())
         if attack.image_size and x.shape[-2:] != (attack.image_size,) * 2:
-            x = F.interpolate(x[None], size=(attack.image_size,) * 2, mode="bilinear",
-                              align_corners=False, antialias=True)[0]
+            x = resize(x, attack.image_size)
             # Back on the 8-bit grid: the resized picture is what the user would have posted,
             # and rounding the cloak to 8 bits then keeps it within its L-inf budget.
             x = to_tensor(_to_uint8(x))
@@ -78,9 +76,7 @@ class PerturbedStore:
                 for p, adv in zip(batch, attack.provide(batch)):
                     x = self._attack_input(attack, p)
                     if x.shape[-2:] != adv.shape[:2]:  # the tool resized: compare at its size
-                        x = F.interpolate(x[None], size=adv.shape[:2], mode="bilinear",
-                                          align_corners=False, antialias=True)[0]
-                        x = to_tensor(_to_uint8(x))
+                        x = to_tensor(_to_uint8(resize(x, adv.shape[:2])))
                     self._save(attack, p, adv, measure(x[None], to_tensor(adv)[None], self.lpips)[0])
                 bar.update(len(batch))
         else:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import open_clip
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import seed_everything
 from omegaconf import OmegaConf
 from torch import nn
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from facecure.data.dataset import Picture
 from facecure.defenses.context import Defended, DefenseContext
 from facecure.defenses.wiseft import wiseft_extractor
-from facecure.extractors.base import Extractor, to_tensor
+from facecure.extractors.base import Extractor, resize, to_tensor
 from facecure.extractors.training import fit_resumable
 from facecure.extractors.zoo_clip import PROMPT, ClipModule, DistinctUsersSampler
 from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
@@ -89,11 +88,7 @@ class CaptionedPictures(Dataset):
         return len(self.pictures)
 
     def __getitem__(self, i: int):
-        x = to_tensor(self.pictures[i].load())
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x[None], size=(self.size,) * 2, mode="bilinear",
-                              align_corners=False, antialias=True)[0]
-        return x * 255, self.users[i]
+        return resize(to_tensor(self.pictures[i].load()), self.size) * 255, self.users[i]
 
 
 def finetune_clip(base: Extractor, pictures: Sequence[Picture], users: Sequence[int],

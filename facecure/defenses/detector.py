@@ -35,7 +35,7 @@ from facecure.extractors.adapters.weights import (
     load_into,
     state_dict_of,
 )
-from facecure.extractors.base import to_tensor
+from facecure.extractors.base import resize, to_tensor
 from facecure.extractors.training import fit_resumable
 from facecure.paths import CONF_DIR
 from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
@@ -59,9 +59,7 @@ class Detector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B,) logits of 'perturbed'."""
-        if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size,) * 2, mode="bilinear",
-                              align_corners=False, antialias=True)
+        x = resize(x, self.input_size)
         return self.model((x - self.mean) / self.std).squeeze(1)
 
 
@@ -159,10 +157,7 @@ def load_or_train(settings: dict, key: dict, data: Callable[[], tuple[torch.Tens
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """float (3, H, W) -> uint8 (3, *size), resized as the perturbed store resizes an attack's input."""
-    if x.shape[-2:] != size:
-        x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False,
-                          antialias=True)[0]
-    return (x.clamp(0, 1) * 255).round().byte()
+    return (resize(x, size).clamp(0, 1) * 255).round().byte()
 
 
 def _as_uint8(pictures: Sequence[Picture | np.ndarray], size: int) -> torch.Tensor:

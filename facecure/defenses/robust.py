@@ -36,7 +36,7 @@ from facecure.data.dataset import Picture
 from facecure.defenses.attacks import build_named_attack
 from facecure.defenses.context import Defended, DefenseContext
 from facecure.evaluation.protection import perturb_users
-from facecure.extractors.base import Extractor, to_tensor
+from facecure.extractors.base import Extractor, resize, to_tensor
 from facecure.extractors.training import fit_resumable
 from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
 
@@ -59,11 +59,7 @@ def settings_of(node: DictConfig | dict | None, defaults: dict = FINE_TUNE_DEFAU
 
 def resized(picture: Picture, size: int) -> torch.Tensor:
     """(3, size, size) float in [0, 1], resized as `Extractor.embed` does."""
-    x = to_tensor(picture.load())
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=True)[0]
-    return x
+    return resize(to_tensor(picture.load()), size)
 
 
 class PictureSet(Dataset):

@@ -27,6 +27,17 @@ def to_tensor(picture: Image.Image | np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255)
 
 
+def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """(3, H, W) or (B, 3, H, W) -> `size`, bilinear and antialiased: the one resampling every
+    part of FaceCure uses (extractors, attacks, defenses), so a picture looks the same to each."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    out = F.interpolate(x if x.dim() == 4 else x[None], size=size, mode="bilinear",
+                        align_corners=False, antialias=True)
+    return out if x.dim() == 4 else out[0]
+
+
 class Extractor(nn.Module):
     """A feature extractor g(x) with its own preprocessing.
 
@@ -49,9 +60,7 @@ class Extractor(nn.Module):
         self.eval()
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                              align_corners=False, antialias=True)
+        x = resize(x, self.input_size)
         if self.channels == "BGR":
             x = x.flip(1)
         return (x * self.value_range - self.mean) / self.std
@@ -76,11 +85,8 @@ class Extractor(nn.Module):
         out = []
         for start in tqdm(range(0, len(pictures), batch_size), desc=f"embed {self.name}",
                           disable=not progress, leave=False, unit="batch"):
-            batch = [to_tensor(p).unsqueeze(0) for p in pictures[start:start + batch_size]]
-            batch = [b if b.shape[-2:] == (self.input_size,) * 2 else
-                     F.interpolate(b, size=(self.input_size,) * 2, mode="bilinear",
-                                   align_corners=False, antialias=True) for b in batch]
-            out.append(self(torch.cat(batch).to(self.device)).float().cpu())
+            batch = [resize(to_tensor(p), self.input_size) for p in pictures[start:start + batch_size]]
+            out.append(self(torch.stack(batch).to(self.device)).float().cpu())
         if not out:
             return torch.empty(0, self.embedding_dim)
         return torch.cat(out)
