@@ -326,7 +326,7 @@ StorageLoc=slurm_acct_db
                     self.client("scancel", *ids, check=False)
                     self.wait_jobs(timeout)
             except (ClusterError, subprocess.TimeoutExpired, OSError):
-                pass
+                pass  # best effort: the daemons are stopped by PID next anyway
         for name in STOP_ORDER:
             pid = self.pids.get(name)
             if pid:
