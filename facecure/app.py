@@ -73,6 +73,7 @@ ATTACK_RUN_KEYS = ("name", "batch_size", "unprotected")  # read by the run, not 
 # Labels a defended system adds to its records (WiSE-FT alpha, combined system, ...).
 EXTRA_KEYS = ("alpha", "system", "rerouted_share", "robust_extractor", "classifier",
               "attack_label", "attack_unprotected", "threshold", "calibration_rerouted_share",
+              "detector_cutoff", "detector_clean_flagged",
               "robust_public", "per_attacker")
 
 

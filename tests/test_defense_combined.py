@@ -9,7 +9,12 @@ from conftest import TINY
 from test_zoo import TINY_CLIP
 
 from facecure.app import run
-from facecure.defenses.combined import calibrate_threshold, recognised, reroute
+from facecure.defenses.combined import (
+    calibrate_cutoff,
+    calibrate_threshold,
+    recognised,
+    reroute,
+)
 from facecure.evaluation.evaluator import NearestNeighbourEvaluator, Neighbours
 from facecure.results import read_results
 
@@ -48,6 +53,18 @@ def test_calibrated_threshold_reroutes_fewer_than_max_rerouted(n, max_rerouted):
     assert (distances >= threshold).mean() >= max_rerouted or threshold == distances.min()
     with pytest.raises(ValueError, match="max_rerouted"):
         calibrate_threshold(distances, 0)
+
+
+@pytest.mark.parametrize("budget", [0.01, 0.05, 0.3])
+def test_detector_cutoff_flags_at_most_its_budget_of_held_out_clean_pictures(budget):
+    p_clean = np.random.default_rng(0).beta(2, 2, size=400)  # a poor detector: p around 0.5
+    cutoff = calibrate_cutoff(p_clean, budget, floor=0.5)
+    assert (p_clean > cutoff).mean() <= budget
+    assert cutoff >= 0.5
+    confident = np.full(100, 0.01)  # a good detector: the detector's own threshold stays
+    assert calibrate_cutoff(confident, budget, floor=0.5) == 0.5
+    with pytest.raises(ValueError, match="n_test_users"):
+        calibrate_cutoff(np.zeros(0), budget, 0.5)
 
 
 def test_systems_route_as_the_paper_says():
@@ -92,6 +109,10 @@ def test_combined_run_with_the_robust_fine_tune_and_a_detector(compose_cfg, tmp_
         assert agg["rerouted_share"] == 1.0 if s == "top2" else 0 <= agg["rerouted_share"] <= 1
         first = next(iter(groups["combined", s, "none"].values()))
         assert first["calibration_rerouted_share"] < first["max_rerouted"] == 0.02
+    gated = next(iter(groups["combined", "detector_gated", "none"].values()))
+    assert gated["detector_cutoff"] >= 0.5 and gated["detector_clean_flagged"] <= 0.01
+    threshold = next(iter(groups["combined", "threshold", "none"].values()))
+    assert gated["threshold"] >= threshold["threshold"]  # half the budget: a higher threshold
     for attack in ("none", "fawkes_v10"):  # top-2 recognises whatever either model does
         for a, top2 in groups["combined", "top2", attack].items():
             for single in ("none", "robust"):

@@ -8,7 +8,9 @@ facial recognition system.
   than `max_rerouted` (2%) of them go to the robust model.
 - `detector_gated` (App. D): as `threshold`, and a confident match whose nearest gallery picture
   a perturbation detector flags also goes to the robust model (against colluding users'
-  targeted attacks).
+  targeted attacks). The rerouting budget is shared: the detector's cut-off is calibrated on
+  the clean pictures of public users it never trained on so that at most `detector_share` of
+  `max_rerouted` of them are flagged, and the distance threshold gets the rest.
 
 Each attacker is evaluated alone, as by `measure_protection`: every model searches the clean
 gallery once, and each attacker's swap is answered from the stored neighbours
@@ -17,6 +19,7 @@ gallery once, and each attacker's swap is answered from the stored neighbours
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -75,6 +78,15 @@ def public_nn_distances(ctx: DefenseContext, extractor: Extractor) -> np.ndarray
     return dist[:, 0]
 
 
+def calibrate_cutoff(p_clean: np.ndarray, budget: float, floor: float) -> float:
+    """Detector cut-off (flag when p > cut-off): the (1 - budget) quantile of held-out clean
+    pictures' probabilities, never below `floor` (the detector's own threshold)."""
+    if len(p_clean) == 0:
+        raise ValueError("the detector's cut-off is calibrated on held-out public users' clean "
+                         "pictures, and there are none: raise defense.detector.n_test_users")
+    return max(float(np.quantile(p_clean, 1 - budget, method="higher")), float(floor))
+
+
 def reroute(system: str, acc: Neighbours, threshold: float, flags: np.ndarray | None) -> np.ndarray:
     """Which queries the system hands to the robust model (top2: all of them)."""
     if system == "top2":
@@ -122,12 +134,21 @@ def robust_member(ctx: DefenseContext, settings: dict) -> tuple[Extractor, str]:
     return robust_extractor(ctx, node), "robust"
 
 
-def detector_flags(ctx: DefenseContext, posted: Posted) -> tuple[np.ndarray, np.ndarray] | None:
+class Flags(NamedTuple):
+    gallery: np.ndarray   # per clean gallery (evaluation train) picture: flagged as perturbed
+    posted: np.ndarray    # per posted picture (Posted.flat order)
+    cutoff: float         # flag when the highest detector probability exceeds it
+    clean_share: float    # share of the held-out public clean pictures flagged (calibration)
+
+
+def detector_flags(ctx: DefenseContext, posted: Posted, budget: float) -> Flags | None:
     """Whether the detector (conf/defense/detector.yaml under `detector`; one per train attack,
     a picture is flagged if any flags it) calls each clean gallery picture and each posted
-    picture perturbed; None, with a warning, when there is no detector to train."""
+    picture perturbed, at a cut-off that flags at most `budget` of the clean pictures of the
+    public users held out from its training; None, with a warning, when there is no detector."""
     try:
         from facecure.defenses.detector import (
+            choose_users,
             detector_settings,
             named_attacks,
             perturbed_probability,
@@ -139,13 +160,17 @@ def detector_flags(ctx: DefenseContext, posted: Posted) -> tuple[np.ndarray, np.
     except (ImportError, ValueError) as err:  # no detector module, or attack=none
         log.warning("combined: skipping the detector_gated system: %s", err)
         return None
-    threshold = settings.get("threshold", 0.5)
 
-    def flagged(pictures: list[Picture]) -> np.ndarray:
-        return np.any([perturbed_probability(d, pictures) >= threshold for d in detectors], axis=0)
+    def probability(pictures: list[Picture]) -> np.ndarray:
+        return np.max([perturbed_probability(d, pictures) for d in detectors], axis=0)
 
+    _, held_out = choose_users(ctx.public.identities, settings["n_train_users"],
+                               settings["n_test_users"], settings["seed"])
+    p_clean = probability([p for u in held_out for p in ctx.public.train[u] + ctx.public.test[u]])
+    cutoff = calibrate_cutoff(p_clean, budget, settings.get("threshold", 0.5))
     train = [p for i in ctx.split.identities for p in ctx.split.train[i]]
-    return flagged(train), flagged(posted.flat()[0])
+    return Flags(probability(train) > cutoff, probability(posted.flat()[0]) > cutoff, cutoff,
+                 float((p_clean > cutoff).mean()))
 
 
 # --- the defense --------------------------------------------------------------------------------
@@ -160,13 +185,22 @@ def run(ctx: DefenseContext) -> list[Defended]:
                          f"choose among {', '.join(SYSTEMS)}")
     accurate = member(ctx, settings.get("accurate"))
     robust, robust_defense = robust_member(ctx, settings)
+    max_rerouted = settings.get("max_rerouted", 0.02)
+    detector_share = settings.get("detector_share", 0.5)
+    if not 0 < detector_share < 1:
+        raise ValueError(f"defense.detector_share must be in (0, 1), not {detector_share}")
+    detector_budget = max_rerouted * detector_share
     calibration = public_nn_distances(ctx, accurate)
-    threshold = calibrate_threshold(calibration, settings.get("max_rerouted", 0.02))
+    threshold = calibrate_threshold(calibration, max_rerouted)
+    thresholds = {"top2": threshold, "threshold": threshold}  # top2 reroutes all, whatever it is
     posted = ctx.posted()
     acc_view, rob_view = ModelView(ctx, accurate, posted), ModelView(ctx, robust, posted)
-    flags = detector_flags(ctx, posted) if "detector_gated" in systems else None
+    flags = detector_flags(ctx, posted, detector_budget) if "detector_gated" in systems else None
     if flags is None and "detector_gated" in systems:
         systems.remove("detector_gated")
+    if flags is not None:  # the distance threshold gets what the detector leaves of the budget
+        thresholds["detector_gated"] = calibrate_threshold(calibration,
+                                                           max_rerouted - detector_budget)
 
     truth = acc_view.ev.query_labels
     results = {s: ProtectionResult([], [], posted.budgets)
@@ -177,9 +211,10 @@ def run(ctx: DefenseContext) -> list[Defended]:
             acc, rob = acc_view.neighbours(a, attacked), rob_view.neighbours(a, attacked)
             rows = acc_view.owners == a if attacked else acc_view.train_owners == a
             swapped = None if flags is None else np.concatenate(
-                [flags[0], (flags[1] if attacked else flags[0])[rows]])
+                [flags.gallery, (flags.posted if attacked else flags.gallery)[rows]])
             correct = {"accurate": acc.label == truth, "robust": rob.label == truth}
-            correct.update({s: recognised(s, truth, acc, rob, threshold, swapped) for s in systems})
+            correct.update({s: recognised(s, truth, acc, rob, thresholds[s], swapped)
+                            for s in systems})
             n_perturbed = posted.n_perturbed(a) if attacked else 0
             for name, c in correct.items():
                 o = outcome(a, code, truth, c, int(rows.sum()), n_perturbed)
@@ -193,12 +228,17 @@ def run(ctx: DefenseContext) -> list[Defended]:
                     {"robust_extractor": robust.name} if robust_defense != "none" else {})]
     for s in systems:
         # rerouted_share: clean test pictures the robust model also runs on (top2: all of them)
-        share = float(reroute(s, clean, threshold, None if flags is None else flags[0]).mean())
+        threshold = thresholds[s]
+        share = float(reroute(s, clean, threshold, None if flags is None else flags.gallery).mean())
         extra = {"system": s, "rerouted_share": share, "robust_extractor": robust.name,
-                 "threshold": threshold, "max_rerouted": settings.get("max_rerouted", 0.02),
+                 "threshold": threshold, "max_rerouted": max_rerouted,
                  "calibration_rerouted_share": float((calibration > threshold).mean())}
+        if s == "detector_gated":  # calibration: distances above + held-out clean flagged
+            extra.update(detector_cutoff=flags.cutoff, detector_clean_flagged=flags.clean_share)
+            extra["calibration_rerouted_share"] += flags.clean_share  # at most, by a union bound
         fp = fingerprint({"accurate": accurate.fingerprint, "robust": robust.fingerprint,
-                          "system": s, "threshold": threshold})
+                          "system": s, "threshold": threshold,
+                          "cutoff": flags.cutoff if s == "detector_gated" else None})
         out.append(Defended(results[s], "combined", label, f"combined-{fp}", extra))
         log.info("combined %s: clean accuracy %.3f (accurate alone %.3f), rerouted %.1f%%", s,
                  np.mean([o.clean_accuracy for o in results[s].clean_outcomes]),
