@@ -19,6 +19,7 @@ from facecure.defenses.detector import (
     detection_metrics,
     load_or_train,
     perturbed_probability,
+    training_settings,
 )
 from facecure.extractors.adapters.weights import IncompatibleWeightsError
 from facecure.results import read_results
@@ -55,6 +56,20 @@ def test_tiny_run_writes_one_detector_record_per_attack_pair(compose_cfg, tmp_pa
         assert (r["n_train_users"], r["n_test_users"]) == (2, 2)
         assert r["n_test_pictures"] == 2 * 2 * 5 and r["defense"] == "detector"
         assert r["init"] == "scratch"  # no ImageNet file for mobilenetv2_035 in this checkout
+        assert (r["epochs"], r["lr"]) == (1, 1e-3)  # as set: the scratch recipe fills only nulls
+
+
+def test_epochs_and_lr_come_from_the_recipe_of_the_initialisation(tmp_path):
+    recipes = {"imagenet": {"epochs": 3, "lr": 5e-5}, "scratch": {"epochs": 30, "lr": 1e-3}}
+    settings = {**SETTINGS, "epochs": None, "lr": None, "recipes": recipes}
+    assert (training_settings(settings)["epochs"], training_settings(settings)["lr"]) == (30, 1e-3)
+    weights = tmp_path / "mobilenet.safetensors"
+    weights.write_bytes(b"not read here")
+    imagenet = training_settings({**settings, "weights": str(weights)})
+    assert (imagenet["epochs"], imagenet["lr"]) == (3, 5e-5)
+    assert training_settings({**settings, "epochs": 2})["epochs"] == 2  # set: kept
+    with pytest.raises(ValueError, match="defense.epochs is null"):
+        training_settings({**settings, "recipes": None})
 
 
 def test_run_attack_is_the_default_and_the_detector_is_cached(compose_cfg, tmp_path, cache_dir):

@@ -115,10 +115,26 @@ class DetectorModule(LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
+def has_imagenet_weights(settings: dict) -> bool:
+    return bool(settings.get("weights")) and Path(settings["weights"]).is_file()
+
+
+def training_settings(settings: dict) -> dict:
+    """`settings` with epochs and lr filled in where null, from the recipe of the detector's
+    initialisation (`recipes.imagenet`: the paper's fine-tuning; `recipes.scratch`: the
+    paper's recipe barely moves a randomly initialised net)."""
+    init = "imagenet" if has_imagenet_weights(settings) else "scratch"
+    defaults = (settings.get("recipes") or {}).get(init) or {}
+    out = {**settings, **{k: v for k, v in defaults.items() if settings.get(k) is None}}
+    missing = [k for k in ("epochs", "lr") if out.get(k) is None]
+    if missing:
+        raise ValueError(f"defense.{missing[0]} is null and defense.recipes.{init} does not set it")
+    return out
+
+
 def recipe(settings: dict) -> dict:
     """What shapes a trained detector, besides its data; the weights file by its content."""
-    weights = settings.get("weights")
-    init = file_digest(weights) if weights and Path(weights).is_file() else "scratch"
+    init = file_digest(settings["weights"]) if has_imagenet_weights(settings) else "scratch"
     keys = ("model_name", "input_size", "epochs", "lr", "batch_size", "seed")
     return {"version": CACHE_VERSION, "init": init, **{k: settings[k] for k in keys}}
 
@@ -282,7 +298,7 @@ def train_detector(ctx, attack: Attack, settings: dict | None = None) -> Detecto
     """A detector of `attack`'s pictures, trained on the public train users (cached)."""
     if isinstance(attack, NoAttack):
         raise ValueError("the detector needs an attack that perturbs pictures, not attack=none")
-    settings = dict(settings or detector_settings(ctx))
+    settings = training_settings(dict(settings or detector_settings(ctx)))
     train_users, _ = choose_users(ctx.public.identities, settings["n_train_users"],
                                   settings["n_test_users"], settings["seed"])
     pictures = _pictures(ctx, train_users)
@@ -339,6 +355,7 @@ def run(ctx) -> list[dict]:
                 "n_train_users": len(train_users), "n_test_users": len(test_users),
                 "n_test_pictures": 2 * len(clean), "init": detector.init,
                 "model_name": settings["model_name"], "input_size": detector.input_size,
+                **{k: training_settings(settings)[k] for k in ("epochs", "lr")},
                 "train_attack_fingerprint": train_attack.fingerprint,
                 "test_attack_fingerprint": test_attack.fingerprint})
     return records
