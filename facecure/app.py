@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from facecure.attacks.lowkey import alexnet_weights_path, lpips_distance
 from facecure.attacks.store import PerturbedStore
+from facecure.data import build_dataset
 from facecure.data.dataset import Split, choose_attackers, split_dataset
 from facecure.defenses import Defended, DefenseContext, defense_runner, split_public
 from facecure.evaluation.embedding_store import EmbeddingStore
@@ -152,7 +153,7 @@ def run(cfg: DictConfig) -> list[dict]:
     exit_code = 1
     try:
         t = time.time()
-        dataset = instantiate(cfg.data, progress=cfg.progress)
+        dataset = build_dataset(cfg.data, progress=cfg.progress)
         split = split_dataset(dataset, cfg.seed, cfg.eval.train_fraction)
         defense = cfg.get("defense") or OmegaConf.create({"name": "none"})
         public = Split({}, {})

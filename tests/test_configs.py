@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from facecure.app import ExtractorPool, build_attack
 from facecure.attacks import Attack
+from facecure.data import build_dataset
 from facecure.evaluation import FlatL2Index
 from facecure.extractors import Extractor, create_extractor, list_extractors
 from facecure.loggers import RunLogger
@@ -51,7 +52,7 @@ def test_instantiate_groups(compose_cfg, tmp_path):
     assert isinstance(instantiate(cfg.index), FlatL2Index)
     for option in options("logger"):
         assert isinstance(instantiate(compose_cfg(f"logger={option}").logger), RunLogger)
-    data = instantiate(cfg.data, progress=False)
+    data = build_dataset(cfg.data, progress=False)
     assert len(data.identities) == 8
     pool = ExtractorPool(cfg, "cpu")
     assert isinstance(pool.get(), Extractor)
