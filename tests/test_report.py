@@ -65,3 +65,26 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "facecure.report.build", str(tmp_path)],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "no results.jsonl records" in out.stderr
+
+
+def test_models_of_one_name_but_other_weights_are_separate_rows_named_by_their_jobs():
+    from facecure.report.figures import tick_label
+    from facecure.report.groups import group_attackers
+
+    def record(job, fp, attacker, rate):
+        return {"experiment": "adaptive", "attack": "fawkes_v10", "extractor": "zoo_softmax+robust",
+                "defense": "robust", "extractor_fingerprint": fp, "run_dir": f"adaptive/{job}",
+                "seed": 0, "attacker": attacker, "attack_fingerprint": "a", "protection_rate": rate,
+                "clean_accuracy": 0.9}
+
+    rows = group_attackers([record("lr=1e-4", "w1", "u1", 0.5), record("lr=1e-4", "w1", "u2", 0.3),
+                            record("lr=1e-3", "w2", "u1", 0.1), record("lr=1e-3", "w2", "u2", 0.1),
+                            record("again", "w1", "u1", 0.5)])  # a duplicate run: counted once
+    by_name = {r["system_name"]: r for r in rows}
+    assert set(by_name) == {"zoo_softmax+robust (again, lr=1e-4)", "zoo_softmax+robust (lr=1e-3)"}
+    assert by_name["zoo_softmax+robust (lr=1e-3)"]["protection_mean"] == 0.1
+    assert by_name["zoo_softmax+robust (again, lr=1e-4)"]["n_attackers"] == 2
+    single = group_attackers([record("lr=1e-4", "w1", "u1", 0.5)])
+    assert single[0]["system_name"] == "zoo_softmax+robust"  # one model: no job names
+    assert tick_label("zoo_softmax+zoo_clip [combined: threshold]") == \
+        "zoo_softmax\n+zoo_clip\n[combined:\nthreshold]"

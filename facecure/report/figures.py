@@ -2,6 +2,7 @@
 ordered by date. Each function draws only what the data hold and returns the file it wrote."""
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,6 +24,13 @@ def _finish(fig, path: Path, synthetic: bool) -> Path:
     return path
 
 
+def tick_label(name: str, width: int = 18) -> str:
+    """A model's name wrapped onto short lines (at spaces and before each '+'), so that
+    neighbouring bars' labels do not run into each other."""
+    lines = textwrap.wrap(name.replace("+", " +"), width)
+    return "\n".join(line.replace(" +", "+") for line in lines)
+
+
 def _spread(rows: list[dict]) -> list[list[float]]:
     """std error bars clipped to the [0, 1] range a rate lives in."""
     return [[min(g["protection_std"], g["protection_mean"]) for g in rows],
@@ -40,8 +48,8 @@ def protection_by_extractor(groups: list[dict], path: Path, synthetic: bool) -> 
     panels = defaultdict(list)
     for g in attacked:
         panels[(g["experiment"], g["attack_name"])].append(g)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 0.9 * max(map(len, panels.values())) + 2),
-                                                      2.8 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6, 1.3 * max(map(len, panels.values())) + 2),
+                                                      3.2 * len(panels)), squeeze=False)
     for ax, ((experiment, attack), rows) in zip(axes[:, 0], sorted(panels.items())):
         rows = sorted(rows, key=lambda g: (g["date"], g["system_name"]))
         x = np.arange(len(rows))
@@ -51,7 +59,7 @@ def protection_by_extractor(groups: list[dict], path: Path, synthetic: bool) -> 
         base = [clean.get((g["experiment"], g["system_name"], g["dataset"])) for g in rows]
         ax.bar(x + 0.2, [b["protection_mean"] if b else np.nan for b in base], 0.4,
                color="lightgrey", label="clean pictures (error rate)")
-        ax.set_xticks(x, [f"{g['system_name']}\n{g['date']}" for g in rows], fontsize=7)
+        ax.set_xticks(x, [f"{tick_label(g['system_name'])}\n{g['date']}" for g in rows], fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("protection rate")
         ax.set_title(f"{experiment}: {attack}", fontsize=10)
@@ -111,9 +119,11 @@ def paired_bars(groups: list[dict], key: str, path: Path, synthetic: bool, title
     if not experiments:
         return None
     attacks = sorted({g["attack_name"] for g in rows})
-    fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 4), squeeze=False)
     for ax, attack in zip(axes[0], attacks):
-        pts = sorted((g for g in rows if g["attack_name"] == attack), key=lambda g: g["system_name"])
+        # the single models first, then the systems built from them
+        pts = sorted((g for g in rows if g["attack_name"] == attack),
+                     key=lambda g: (g[key] is not None, g["system_name"]))
         x = np.arange(len(pts))
         ax.bar(x - 0.2, [g["clean_accuracy"] for g in pts], 0.4, color="tab:green", label="clean accuracy")
         ax.bar(x + 0.2, [g["protection_mean"] for g in pts], 0.4, yerr=_spread(pts),
@@ -123,5 +133,5 @@ def paired_bars(groups: list[dict], key: str, path: Path, synthetic: bool, title
                       rotation=15)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{title}: {attack}", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return _finish(fig, path, synthetic)

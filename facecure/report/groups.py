@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -34,11 +35,16 @@ def system_name(r: dict) -> str:
 
 def group_attackers(attackers: list[dict]) -> list[dict]:
     """One row per group: mean/std of protection and clean accuracy over attacker records
-    (several seeds pool their attackers; the same attacker of duplicate runs counts once)."""
+    (several seeds pool their attackers; the same attacker of duplicate runs counts once).
+    Models of one name but different weights (a robust fine-tune swept over its learning rate)
+    are separate rows, named by the job folders they come from."""
     groups: dict[tuple, dict] = defaultdict(dict)
     for r in attackers:
-        key = tuple(r.get(k) for k in GROUP_KEYS)
+        key = (*(r.get(k) for k in GROUP_KEYS), r.get("extractor_fingerprint"))
         groups[key][(r.get("seed"), r.get("attacker"), r.get("attack_fingerprint"))] = r
+    weights = defaultdict(set)  # the group without the fingerprint -> fingerprints seen
+    for key in groups:
+        weights[key[:-1]].add(key[-1])
     rows = []
     for key, members in groups.items():
         recs = list(members.values())
@@ -48,9 +54,12 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
         dssim = [b["dssim_max"] for b in budgets if b.get("dssim_max") is not None]
         linf = [b["linf_max"] for b in budgets if b.get("linf_max") is not None]
         first = recs[0]
+        name = system_name(first)
+        if len(weights[key[:-1]]) > 1:
+            name += " (" + ", ".join(sorted({Path(r.get("run_dir") or ".").name for r in recs})) + ")"
         rows.append({
             **dict(zip(GROUP_KEYS, key)), "attack_name": attack_name(first),
-            "system_name": system_name(first), "date": extractor_date(first["extractor"]),
+            "system_name": name, "date": extractor_date(first["extractor"]),
             "protection_mean": float(pr.mean()), "protection_std": float(pr.std(ddof=1)) if len(pr) > 1 else 0.0,
             "clean_accuracy": float(ca.mean()), "n_attackers": len(recs),
             "seeds": sorted({r.get("seed") for r in recs}),
