@@ -88,3 +88,21 @@ def test_models_of_one_name_but_other_weights_are_separate_rows_named_by_their_j
     assert single[0]["system_name"] == "zoo_softmax+robust"  # one model: no job names
     assert tick_label("zoo_softmax+zoo_clip [combined: threshold]") == \
         "zoo_softmax\n+zoo_clip\n[combined:\nthreshold]"
+
+
+def test_transfer_table_lists_each_model_by_date_with_its_clean_and_attacked_error():
+    from facecure.report.build import transfer_table
+    from facecure.report.groups import group_attackers
+
+    def record(extractor, attack, rate):
+        return {"experiment": "transfer_time", "attack": attack, "extractor": extractor,
+                "defense": "none", "extractor_fingerprint": extractor, "run_dir": extractor,
+                "seed": 0, "attacker": "u1", "attack_fingerprint": attack,
+                "protection_rate": rate, "clean_accuracy": 0.9}
+
+    groups = group_attackers([record("zoo_clip", "pgd", 0.2), record("zoo_clip", "none", 0.05),
+                              record("zoo_softmax", "pgd", 1.0), record("zoo_softmax", "none", 0.0)])
+    lines = transfer_table(groups).splitlines()
+    assert lines[2].startswith("| transfer_time | zoo_softmax | 2015-01 | 0.0 | 100.0 ±")
+    assert lines[3].startswith("| transfer_time | zoo_clip |") and "| 5.0 | 20.0 ±" in lines[3]
+    assert transfer_table(group_attackers([record("zoo_clip", "none", 0.1)])) == ""

@@ -64,6 +64,25 @@ def detector_tables(detectors: list[dict]) -> str:
     return "\n".join(out)
 
 
+def transfer_table(groups: list[dict]) -> str:
+    """Table 4's shape: an attack made once against old models (PGD on the oldest eras), and
+    each later model's error on clean pictures and on the attacked users, by date."""
+    attacked = [g for g in groups if g["attack"] == "pgd" and g["system"] is None
+                and g["alpha"] is None and g["classifier"] is None]
+    if not attacked:
+        return ""
+    clean = {(g["experiment"], g["system_name"], g["dataset"]): g for g in groups
+             if g["attack"] == "none"}
+    out = ["| experiment | model | date | error %, clean pictures | error %, attacked users |",
+           "|---|---|---|---|---|"]
+    for g in sorted(attacked, key=lambda g: (g["experiment"] or "", g["date"], g["system_name"])):
+        base = clean.get((g["experiment"], g["system_name"], g["dataset"]))
+        out.append(f"| {g['experiment']} | {g['system_name']} | {g['date']} | "
+                   f"{_pct(base['protection_mean'] if base else None)} | "
+                   f"{_pct(g['protection_mean'])} ± {_pct(g['protection_std'])} |")
+    return "\n".join(out)
+
+
 def write_csv(groups: list[dict], path: Path) -> None:
     buf = io.StringIO()
     if groups:
@@ -106,6 +125,9 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
     if data.unreadable:
         md += [f"Unreadable lines (a run killed while writing?): {', '.join(data.unreadable)}", ""]
     md += ["## Protection", "", protection_table(groups), ""]
+    if transfer := transfer_table(groups):
+        md += ["## Transfer across time (Table 4: PGD made against the oldest eras)", "",
+               transfer, ""]
     if data.detectors:
         md += ["## Detection", "", detector_tables(data.detectors), ""]
     if made:
