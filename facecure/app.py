@@ -83,9 +83,17 @@ def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
     (a mixed attack holds two attack configs)."""
     if isinstance(spec, DictConfig):
         spec = OmegaConf.to_container(spec, resolve=True)
+    name = spec.get("name", spec.get("_target_"))
     spec = {k: v for k, v in spec.items() if k not in ATTACK_RUN_KEYS}
-    if "label" in spec and "label" not in inspect.signature(get_class(spec["_target_"])).parameters:
+    takes = inspect.signature(get_class(spec["_target_"])).parameters
+    if "label" in spec and "label" not in takes:
         spec.pop("label")  # a run key (attack_label in the records) unless the attack takes it
+    if not any(p.kind == p.VAR_KEYWORD for p in takes.values()):
+        unknown = sorted(set(spec) - set(takes) - {"_target_", "surrogate_sets"})
+        if unknown:  # e.g. experiment=demo (Fawkes' mode) with attack=lowkey
+            raise ValueError(f"attack {name!r} has no setting "
+                             f"{', '.join(unknown)}: an experiment or override set it for another "
+                             f"attack; it takes {', '.join(sorted(set(takes) - {'self'}))}")
     names, sets = spec.pop("surrogates", None), spec.pop("surrogate_sets", None)
     if names is None and sets is not None:
         names = sets[spec["mode"]]

@@ -93,3 +93,9 @@ def test_typos_fail_with_hydra_errors(compose_cfg):
         compose_cfg("attack.mdoe=high")
     with pytest.raises(ConfigCompositionException):
         compose_cfg("experiment=no_such_experiment")
+
+
+def test_a_setting_meant_for_another_attack_is_named(compose_cfg):
+    cfg = compose_cfg(*TINY, "experiment=demo", "attack=lowkey_dssim")  # demo sets Fawkes' mode
+    with pytest.raises(ValueError, match="'lowkey' has no setting mode"):
+        build_attack(cfg.attack, ExtractorPool(cfg, "cpu"))
