@@ -162,3 +162,14 @@ def test_killed_detector_training_resumes_from_its_last_epoch(tmp_path, caplog):
     assert len(list(work.glob("*.pt"))) == 1 and not list(work.glob("*.work"))
     clean, perturbed = toy_pictures()
     assert perturbed_probability(detector, [a.permute(1, 2, 0).numpy() for a in clean]).shape == (24,)
+
+
+def test_input_size_is_the_attacks_but_at_least_the_minimum():
+    from types import SimpleNamespace
+
+    from facecure.defenses.detector import input_size_of
+
+    at64, at224 = SimpleNamespace(image_size=64), SimpleNamespace(image_size=224)
+    assert input_size_of({"input_size": None, "min_input_size": 128}, at64, []) == 128
+    assert input_size_of({"input_size": None, "min_input_size": 128}, at224, []) == 224
+    assert input_size_of({"input_size": 32, "min_input_size": 128}, at224, []) == 32  # as set

@@ -278,10 +278,12 @@ def named_attacks(ctx, entries: list | None) -> list[tuple[str, Attack]]:
 
 
 def input_size_of(settings: dict, attack: Attack, pictures: list[Picture]) -> int:
-    """`input_size`, else the size the attack works at, else the pictures' own size."""
+    """`input_size`, else the size the attack works at (else the pictures' own size) but at
+    least `min_input_size`: the network downsamples 32 times, small inputs leave it no room."""
     if settings.get("input_size"):
         return int(settings["input_size"])
-    return int(getattr(attack, "image_size", None) or max(pictures[0].load().shape[:2]))
+    size = int(getattr(attack, "image_size", None) or max(pictures[0].load().shape[:2]))
+    return max(size, int(settings.get("min_input_size") or 0))
 
 
 # --- the defense ------------------------------------------------------------------------------
