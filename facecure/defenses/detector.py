@@ -63,6 +63,10 @@ class Detector(nn.Module):
         return self.model((x - self.mean) / self.std).squeeze(1)
 
 
+def has_imagenet_weights(settings: dict) -> bool:
+    return bool(settings.get("weights")) and Path(settings["weights"]).is_file()
+
+
 def build_detector(settings: dict) -> Detector:
     """A fresh detector: ImageNet weights from `settings['weights']` if that file exists."""
     import timm
@@ -75,7 +79,7 @@ def build_detector(settings: dict) -> Detector:
     nn.init.zeros_(head.bias)
     weights = settings.get("weights")
     init = "scratch"
-    if weights and Path(weights).is_file():
+    if has_imagenet_weights(settings):
         checkpoint = load_checkpoint(weights, "detector", WEIGHTS_FORMAT, PUBLISHED,
                                      settings.get("weights_only", True))
         heads = model.pretrained_cfg.get("classifier") or ()
@@ -113,10 +117,6 @@ class DetectorModule(LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-
-
-def has_imagenet_weights(settings: dict) -> bool:
-    return bool(settings.get("weights")) and Path(settings["weights"]).is_file()
 
 
 def training_settings(settings: dict) -> dict:
@@ -331,7 +331,7 @@ def detection_metrics(p_perturbed: np.ndarray, labels: np.ndarray,
 
 def run(ctx) -> list[dict]:
     """One record per (train attack, test attack): the transfer table of the paper's Table 3."""
-    settings = detector_settings(ctx)
+    settings = training_settings(detector_settings(ctx))
     trains = named_attacks(ctx, settings.get("train_attacks"))
     tests = trains if settings.get("test_attacks") is None else named_attacks(
         ctx, settings["test_attacks"])
@@ -357,7 +357,7 @@ def run(ctx) -> list[dict]:
                 "n_train_users": len(train_users), "n_test_users": len(test_users),
                 "n_test_pictures": 2 * len(clean), "init": detector.init,
                 "model_name": settings["model_name"], "input_size": detector.input_size,
-                **{k: training_settings(settings)[k] for k in ("epochs", "lr")},
+                "epochs": settings["epochs"], "lr": settings["lr"],
                 "train_attack_fingerprint": train_attack.fingerprint,
                 "test_attack_fingerprint": test_attack.fingerprint})
     return records

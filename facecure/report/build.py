@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facecure.report import figures
 from facecure.report.collect import Collected, collect
-from facecure.report.groups import group_attackers
+from facecure.report.groups import clean_baselines, group_attackers, is_plain
 from facecure.utils.io import atomic_write_text
 
 
@@ -67,12 +67,10 @@ def detector_tables(detectors: list[dict]) -> str:
 def transfer_table(groups: list[dict]) -> str:
     """Table 4's shape: an attack made once against old models (PGD on the oldest eras), and
     each later model's error on clean pictures and on the attacked users, by date."""
-    attacked = [g for g in groups if g["attack"] == "pgd" and g["system"] is None
-                and g["alpha"] is None and g["classifier"] is None]
+    attacked = [g for g in groups if g["attack"] == "pgd" and is_plain(g)]
     if not attacked:
         return ""
-    clean = {(g["experiment"], g["system_name"], g["dataset"]): g for g in groups
-             if g["attack"] == "none"}
+    clean = clean_baselines(groups)
     out = ["| experiment | model | date | error %, clean pictures | error %, attacked users |",
            "|---|---|---|---|---|"]
     for g in sorted(attacked, key=lambda g: (g["experiment"] or "", g["date"], g["system_name"])):

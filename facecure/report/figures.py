@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # files only: no display on a compute node
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from facecure.report.groups import clean_baselines, is_plain  # noqa: E402
+
 SYNTHETIC_NOTE = "synthetic faces (embedded default), not FaceScrub"
 
 
@@ -41,10 +43,10 @@ def protection_by_extractor(groups: list[dict], path: Path, synthetic: bool) -> 
     """Figs. 2, 4, 5 (10, 11): one panel per attack, a bar per trainer's model ordered by date,
     the clean baseline (same attackers posting clean pictures) as a grey bar beside it."""
     attacked = [g for g in groups if g["attack"] != "none" and g["unprotected_mean"] == 0
-                and g["alpha"] is None and g["system"] is None and g["classifier"] is None]
+                and is_plain(g)]
     if not attacked:
         return None
-    clean = {(g["experiment"], g["system_name"], g["dataset"]): g for g in groups if g["attack"] == "none"}
+    clean = clean_baselines(groups)
     panels = defaultdict(list)
     for g in attacked:
         panels[(g["experiment"], g["attack_name"])].append(g)

@@ -69,3 +69,14 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
         })
     return sorted(rows, key=lambda g: (g["experiment"] or "", g["attack"] != "none", g["attack_name"],
                                        g["date"], g["system_name"]))
+
+
+def is_plain(g: dict) -> bool:
+    """A single model's row: not a combined system, a WiSE-FT alpha or a classifier."""
+    return g["system"] is None and g["alpha"] is None and g["classifier"] is None
+
+
+def clean_baselines(groups: list[dict]) -> dict[tuple, dict]:
+    """(experiment, model, data set) -> the row of the same attackers posting clean pictures."""
+    return {(g["experiment"], g["system_name"], g["dataset"]): g for g in groups
+            if g["attack"] == "none"}
