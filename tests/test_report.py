@@ -84,6 +84,9 @@ def test_models_of_one_name_but_other_weights_are_separate_rows_named_by_their_j
     assert set(by_name) == {"zoo_softmax+robust (again, lr=1e-4)", "zoo_softmax+robust (lr=1e-3)"}
     assert by_name["zoo_softmax+robust (lr=1e-3)"]["protection_mean"] == 0.1
     assert by_name["zoo_softmax+robust (again, lr=1e-4)"]["n_attackers"] == 2
+    clean = group_attackers([{**record("lr=1e-4", "w1", "u1", 0.0), "attack": "none",
+                              "attack_label": "lowkey (DSSIM stand-in)"}])
+    assert clean[0]["attack_name"] == "none"  # the baseline, though it carries the run's label
     single = group_attackers([record("lr=1e-4", "w1", "u1", 0.5)])
     assert single[0]["system_name"] == "zoo_softmax+robust"  # one model: no job names
     assert tick_label("zoo_softmax+zoo_clip [combined: threshold]") == \

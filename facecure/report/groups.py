@@ -14,6 +14,10 @@ GROUP_KEYS = ("experiment", "attack", "attack_mode", "attack_label", "extractor"
 
 
 def attack_name(r: dict) -> str:
+    """How tables and figures name the attack; the clean baseline's records carry the run's
+    attack label too, but they are "none" (WiSE-FT's curve told them apart by this name)."""
+    if r["attack"] == "none":
+        return "none"
     if r.get("attack_label"):
         return str(r["attack_label"])
     return r["attack"] + (f" ({r['attack_mode']})" if r.get("attack_mode") else "")
