@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Every experiment of the paper on the embedded default, then one report over all of them.
 # Resumable: rerun it after a kill and finished jobs are skipped, stored attacks and trained
-# models reused. Wall time and peak memory of the whole are printed at the end.
+# models reused. Wall time per experiment and of the whole are printed (and kept in
+# multirun/reproduce.times); make reproduce adds peak memory.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-EXPERIMENTS=${EXPERIMENTS:-"baseline oblivious unprotected transfer_time adaptive detection clip_finetune combined classifiers pubfig"}
+# The defenses first (they reuse baseline's attacks), the sweeps over the zoo after.
+EXPERIMENTS=${EXPERIMENTS:-"baseline adaptive detection combined clip_finetune oblivious unprotected transfer_time classifiers pubfig"}
 start=$(date +%s)
 failed=()
+mkdir -p multirun
 for e in $EXPERIMENTS; do
   echo "=== experiment=$e ($(date +%H:%M:%S))"
+  t0=$(date +%s)
   # A sweep exits non-zero when one of its jobs failed; the others' results stay, go on.
   "$BIN/facecure" -m "experiment=$e" "$@" || failed+=("$e")
+  echo "$(date -Is) $e $(( $(date +%s) - t0 )) s" | tee -a multirun/reproduce.times
 done
 "$BIN/facecure-report" multirun
 echo "reproduce: $(( $(date +%s) - start )) s wall; report: multirun/report.md"
