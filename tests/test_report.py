@@ -27,9 +27,10 @@ def test_report_of_a_small_sweep_folder(compose_cfg, tmp_path):
     report = build_report(sweep)
     text = report.read_text()
     assert "synthetic faces" in text
-    assert "| unprotected | fawkes_v10 (high) | zoo_softmax |" in text
+    assert "## unprotected: Fig. 7" in text  # a section per experiment, under its paper figure
+    assert "| fawkes_v10 (high) | zoo_softmax |" in text
     assert "Unreadable lines" in text
-    for figure in ("protection_by_extractor.png", "unprotected.png"):
+    for figure in ("unprotected_protection.png", "unprotected_unprotected.png"):
         assert f"figures/{figure}" in text
         with Image.open(sweep / "figures" / figure) as img:
             assert img.size[0] > 300 and img.size[1] > 200
@@ -87,6 +88,9 @@ def test_models_of_one_name_but_other_weights_are_separate_rows_named_by_their_j
     clean = group_attackers([{**record("lr=1e-4", "w1", "u1", 0.0), "attack": "none",
                               "attack_label": "lowkey (DSSIM stand-in)"}])
     assert clean[0]["attack_name"] == "none"  # the baseline, though it carries the run's label
+    clean = group_attackers([{**record(job, "w1", "u1", 0.0), "attack": "none", "attack_label": label}
+                             for job, label in (("a", "lowkey (DSSIM stand-in)"), ("b", None))])
+    assert len(clean) == 1  # one clean baseline whichever attack its jobs ran
     single = group_attackers([record("lr=1e-4", "w1", "u1", 0.5)])
     assert single[0]["system_name"] == "zoo_softmax+robust"  # one model: no job names
     assert tick_label("zoo_softmax+zoo_clip [combined: threshold]") == \
@@ -106,6 +110,24 @@ def test_transfer_table_lists_each_model_by_date_with_its_clean_and_attacked_err
     groups = group_attackers([record("zoo_clip", "pgd", 0.2), record("zoo_clip", "none", 0.05),
                               record("zoo_softmax", "pgd", 1.0), record("zoo_softmax", "none", 0.0)])
     lines = transfer_table(groups).splitlines()
-    assert lines[2].startswith("| transfer_time | zoo_softmax | 2015-01 | 0.0 | 100.0 ±")
-    assert lines[3].startswith("| transfer_time | zoo_clip |") and "| 5.0 | 20.0 ±" in lines[3]
+    assert lines[2].startswith("| zoo_softmax | 2015-01 | 0.0 | 100.0 ±")
+    assert lines[3].startswith("| zoo_clip |") and "| 5.0 | 20.0 ±" in lines[3]
     assert transfer_table(group_attackers([record("zoo_clip", "none", 0.1)])) == ""
+
+
+def test_sections_follow_the_papers_order_and_each_has_its_own_figure(tmp_path):
+    from facecure.report.build import experiment_order
+
+    assert experiment_order({"pubfig", "mine", "baseline", None, "adaptive"}) == \
+        ["baseline", "adaptive", "pubfig", None, "mine"]
+    rows = [{"kind": "attacker", "experiment": e, "attack": a, "attack_mode": "high",
+             "extractor": "zoo_softmax", "defense": "none", "extractor_fingerprint": "w", "seed": 0,
+             "attacker": u, "attack_fingerprint": a, "protection_rate": rate, "clean_accuracy": 0.9,
+             "synthetic": True}
+            for e in ("oblivious", "baseline") for a, rate in (("none", 0.0), ("fawkes_v10", 1.0))
+            for u in ("u1", "u2")]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = build_report(tmp_path).read_text()
+    assert text.index("## baseline: Fig. 2 (left)") < text.index("## oblivious: Figs. 4 and 5")
+    for e in ("baseline", "oblivious"):
+        assert f"figures/{e}_protection.png" in text and (tmp_path / "figures" / f"{e}_protection.png").exists()

@@ -27,13 +27,35 @@ def _unprotected(g: dict) -> str:
     return f"{g['unprotected_mean']:g}"
 
 
+# What each experiment config reproduces (experiments/<name>.yaml); the report's sections
+# follow this order, the paper's, and any other experiment comes after them.
+PAPER = {
+    "baseline": "Fig. 2 (left): each protection against the trainer's standard model",
+    "adaptive": "Fig. 2 (right), App. B.4: the adaptive trainer's robust model",
+    "oblivious": "Figs. 4 and 5: the oblivious trainer waits for newer models",
+    "transfer_time": "Fig. 3, Table 4: adversarial examples against the models of later years",
+    "unprotected": "Fig. 7: users who leave some pictures unperturbed",
+    "detection": "Tables 2 and 3: detecting perturbed pictures",
+    "clip_finetune": "App. B.3: CLIP fine-tuned on faces, WiSE-FT over alpha",
+    "combined": "Fig. 6, App. D: an accurate and a robust model in one system",
+    "classifiers": "Fig. 9, App. C.1: classifiers instead of the 1-NN",
+    "pubfig": "Figs. 10 and 11, App. C.2: a second data set",
+    "demo": "the embedded demo: white-box Fawkes v1.0 against zoo_softmax",
+}
+
+
+def experiment_order(names) -> list:
+    known = [n for n in PAPER if n in names]
+    return known + sorted((n for n in names if n not in PAPER), key=str)
+
+
 def protection_table(groups: list[dict]) -> str:
-    lines = ["| experiment | attack | trainer's model | date | protection % (mean ± std) | "
+    lines = ["| attack | trainer's model | date | protection % (mean ± std) | "
              "clean acc. % | attackers | seeds | unprotected | max DSSIM | max L∞ (/255) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
         lines.append(
-            f"| {g['experiment']} | {g['attack_name']} | {g['system_name']} | {g['date']} | "
+            f"| {g['attack_name']} | {g['system_name']} | {g['date']} | "
             f"{_pct(g['protection_mean'])} ± {_pct(g['protection_std'])} | {_pct(g['clean_accuracy'])} | "
             f"{g['n_attackers']} | {','.join(map(str, g['seeds']))} | {_unprotected(g)} | "
             f"{_num(g['dssim_max'], 1, '.4f')} | {_num(g['linf_max'], 255, '.1f')} |")
@@ -71,14 +93,44 @@ def transfer_table(groups: list[dict]) -> str:
     if not attacked:
         return ""
     clean = clean_baselines(groups)
-    out = ["| experiment | model | date | error %, clean pictures | error %, attacked users |",
-           "|---|---|---|---|---|"]
-    for g in sorted(attacked, key=lambda g: (g["experiment"] or "", g["date"], g["system_name"])):
+    out = ["| model | date | error %, clean pictures | error %, attacked users |",
+           "|---|---|---|---|"]
+    for g in sorted(attacked, key=lambda g: (g["date"], g["system_name"])):
         base = clean.get((g["experiment"], g["system_name"], g["dataset"]))
-        out.append(f"| {g['experiment']} | {g['system_name']} | {g['date']} | "
+        out.append(f"| {g['system_name']} | {g['date']} | "
                    f"{_pct(base['protection_mean'] if base else None)} | "
                    f"{_pct(g['protection_mean'])} ± {_pct(g['protection_std'])} |")
     return "\n".join(out)
+
+
+def experiment_figures(groups: list[dict], fig_dir: Path, stem: str, syn: bool) -> list[Path]:
+    """The figures one experiment's rows can fill, as `<experiment>_<figure>.png`."""
+    return [p for p in (
+        figures.protection_by_extractor(groups, fig_dir / f"{stem}_protection.png", syn),
+        figures.unprotected_curve(groups, fig_dir / f"{stem}_unprotected.png", syn),
+        figures.wiseft_curve(groups, fig_dir / f"{stem}_wiseft.png", syn),
+        figures.paired_bars(groups, "system", fig_dir / f"{stem}_combined.png", syn,
+                            "combined systems"),
+        figures.paired_bars(groups, "classifier", fig_dir / f"{stem}_classifiers.png", syn,
+                            "classifiers"),
+    ) if p is not None]
+
+
+def experiment_section(experiment, groups: list[dict], detectors: list[dict], fig_dir: Path,
+                       syn: bool) -> list[str]:
+    """One experiment's tables and figures, under what it reproduces."""
+    stem = str(experiment or "run")
+    md = [f"## {stem}" + (f": {PAPER[experiment]}" if experiment in PAPER else ""), ""]
+    if groups:
+        md += [protection_table(groups), ""]
+    if transfer := transfer_table(groups):
+        md += ["### Transfer across time (Table 4: PGD made against the oldest eras)", "",
+               transfer, ""]
+    if detectors:
+        md += [detector_tables(detectors), ""]
+    made = experiment_figures(groups, fig_dir, stem, syn)
+    md += [f"![{p.stem}](figures/{p.name})" for p in made]
+    return md + ([""] if made else [])
 
 
 def write_csv(groups: list[dict], path: Path) -> None:
@@ -102,13 +154,6 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
         raise SystemExit(f"no results.jsonl records below {root}: nothing to report")
     groups = group_attackers(data.attackers)
     syn = data.synthetic
-    made = [p for p in (
-        figures.protection_by_extractor(groups, fig_dir / "protection_by_extractor.png", syn),
-        figures.unprotected_curve(groups, fig_dir / "unprotected.png", syn),
-        figures.wiseft_curve(groups, fig_dir / "wiseft.png", syn),
-        figures.paired_bars(groups, "system", fig_dir / "combined.png", syn, "combined systems"),
-        figures.paired_bars(groups, "classifier", fig_dir / "classifiers.png", syn, "classifiers"),
-    ) if p is not None]
     write_csv(groups, out / "results.csv")
     md = ["# FaceCure report", ""]
     if syn:
@@ -119,17 +164,15 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
     md += [f"Source: `{root}` ({len(data.runs)} runs, {len(data.attackers)} attacker records). "
            "Protection rate: share of an attacker's unperturbed test pictures the trainer's model "
            "does not recognise, mean ± std over attacker users (seeds pooled); clean accuracy: "
-           "the other users' test pictures. Budgets are measured on the stored pictures.", ""]
+           "the other users' test pictures. Budgets are measured on the stored pictures. "
+           "`results.csv` holds every row below.", ""]
     if data.unreadable:
         md += [f"Unreadable lines (a run killed while writing?): {', '.join(data.unreadable)}", ""]
-    md += ["## Protection", "", protection_table(groups), ""]
-    if transfer := transfer_table(groups):
-        md += ["## Transfer across time (Table 4: PGD made against the oldest eras)", "",
-               transfer, ""]
-    if data.detectors:
-        md += ["## Detection", "", detector_tables(data.detectors), ""]
-    if made:
-        md += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in made] + [""]
+    names = {g["experiment"] for g in groups} | {d.get("experiment") for d in data.detectors}
+    for experiment in experiment_order(names):
+        md += experiment_section(experiment, [g for g in groups if g["experiment"] == experiment],
+                                 [d for d in data.detectors if d.get("experiment") == experiment],
+                                 fig_dir, syn)
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path

@@ -12,6 +12,9 @@ from facecure.report.collect import extractor_date
 GROUP_KEYS = ("experiment", "attack", "attack_mode", "attack_label", "extractor", "defense",
               "system", "alpha", "classifier", "attack_unprotected", "dataset")
 
+# The settings of the job's attack that its clean-baseline records carry but do not depend on.
+CLEAN_BASELINE = {"attack_mode": None, "attack_label": None, "attack_unprotected": None}
+
 
 def attack_name(r: dict) -> str:
     """How tables and figures name the attack; the clean baseline's records carry the run's
@@ -44,6 +47,8 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
     are separate rows, named by the job folders they come from."""
     groups: dict[tuple, dict] = defaultdict(dict)
     for r in attackers:
+        if r["attack"] == "none":  # the clean baseline: one row whatever attack the job ran
+            r = {**r, **CLEAN_BASELINE}
         key = (*(r.get(k) for k in GROUP_KEYS), r.get("extractor_fingerprint"))
         groups[key][(r.get("seed"), r.get("attacker"), r.get("attack_fingerprint"))] = r
     weights = defaultdict(set)  # the group without the fingerprint -> fingerprints seen
