@@ -139,3 +139,29 @@ def test_zoo_training_is_reproducible_in_a_fresh_process(name, tmp_path):
     sums = [subprocess.run([sys.executable, "-c", script, str(tmp_path / str(i)), json.dumps(tiny(name))],
                            capture_output=True, text=True, check=True).stdout.split()[-1] for i in range(2)]
     assert sums[0] == sums[1]
+
+
+def test_training_progress_reaches_a_log_file(tmp_path, capfd):
+    """A fit writes tqdm's bar to a redirected stdout (rich's live bar would stay blank there
+    until the end: a SLURM job's log or `make reproduce > log` showed no training at all)."""
+    from lightning.pytorch import LightningModule
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from facecure.extractors.training import fit_resumable
+
+    class Tiny(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = DataLoader(TensorDataset(torch.randn(16, 4)), batch_size=4)
+    fit_resumable(Tiny(), loader, 2, tmp_path / "work", {"enable_progress_bar": True})
+    assert "Epoch 1: 100%|" in capfd.readouterr().out
+    fit_resumable(Tiny(), loader, 1, tmp_path / "quiet", {"enable_progress_bar": False})
+    assert "Epoch" not in capfd.readouterr().out

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -80,7 +80,12 @@ def fit_resumable(module: LightningModule, loader: DataLoader, epochs: int, work
     # writes last.ckpt when training ends, which is too late to resume from.
     checkpoint = ModelCheckpoint(dirpath=work_dir, save_last=True, save_top_k=1, every_n_epochs=1,
                                  enable_version_counter=False)
-    kwargs.update(max_epochs=epochs, default_root_dir=str(work_dir), callbacks=[checkpoint])
+    callbacks = [checkpoint]
+    if kwargs.get("enable_progress_bar", True):
+        # Lightning picks rich's bar where rich is installed, and rich draws nothing into a log
+        # file (a SLURM job's output, `make reproduce > log`) until the fit ends; tqdm's does.
+        callbacks.append(TQDMProgressBar())
+    kwargs.update(max_epochs=epochs, default_root_dir=str(work_dir), callbacks=callbacks)
     quiet_lightning()
     last = work_dir / "last.ckpt"
     if last.exists():
