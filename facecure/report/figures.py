@@ -81,10 +81,13 @@ def unprotected_curve(groups: list[dict], path: Path, synthetic: bool) -> Path |
     if not lines:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for (attack, system), rows in sorted(lines.items()):
+    # Lines often coincide (once one clean picture is posted, the 1-NN finds it whatever the
+    # attack): each its own marker, line style and a small sideways shift keep all visible.
+    for k, ((attack, system), rows) in enumerate(sorted(lines.items())):
         rows = sorted(rows, key=lambda g: g["unprotected_mean"])
-        ax.errorbar([g["unprotected_mean"] for g in rows], [g["protection_mean"] for g in rows],
-                    yerr=_spread(rows), marker="o", capsize=3,
+        ax.errorbar([g["unprotected_mean"] + 0.04 * k for g in rows],
+                    [g["protection_mean"] for g in rows], yerr=_spread(rows),
+                    marker="osD^v"[k % 5], linestyle=("-", "--", ":", "-.")[k % 4], capsize=3,
                     label=f"{attack} vs {system}")
     ax.set_xlabel("unprotected training pictures per user")
     ax.set_ylabel("protection rate")
