@@ -91,6 +91,12 @@ def test_models_of_one_name_but_other_weights_are_separate_rows_named_by_their_j
     clean = group_attackers([{**record(job, "w1", "u1", 0.0), "attack": "none", "attack_label": label}
                              for job, label in (("a", "lowkey (DSSIM stand-in)"), ("b", None))])
     assert len(clean) == 1  # one clean baseline whichever attack its jobs ran
+    classifiers = group_attackers([{**record("x", "w1", "u1", rate), "defense": "end_to_end",
+                                    "extractor": "zoo_softmax", "classifier": "end_to_end",
+                                    "robust_public": robust}
+                                   for robust, rate in ((False, 0.5), (True, 0.2))])
+    assert sorted((r["system_name"], r["protection_mean"]) for r in classifiers) == [
+        ("zoo_softmax [end_to_end, robust public data]", 0.2), ("zoo_softmax [end_to_end]", 0.5)]
     single = group_attackers([record("lr=1e-4", "w1", "u1", 0.5)])
     assert single[0]["system_name"] == "zoo_softmax+robust"  # one model: no job names
     assert tick_label("zoo_softmax+zoo_clip [combined: threshold]") == \

@@ -134,8 +134,9 @@ def paired_bars(groups: list[dict], key: str, path: Path, synthetic: bool, title
         ax.bar(x + 0.2, [g["protection_mean"] for g in pts], 0.4, yerr=_spread(pts),
                capsize=3, color="tab:blue", label="protection rate")
         single = "1-NN: {}" if key == "classifier" else "{}"  # the runs' own single models
-        ax.set_xticks(x, [str(g[key] or single.format(g["system_name"])) for g in pts], fontsize=7,
-                      rotation=15)
+        names = [str(g[key]) + (" +\nrobust data" if g.get("robust_public") else "") if g[key]
+                 else single.format(g["system_name"]) for g in pts]
+        ax.set_xticks(x, names, fontsize=7, rotation=15)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{title}: {attack}", fontsize=9)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)

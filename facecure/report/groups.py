@@ -10,7 +10,7 @@ from facecure.report.collect import extractor_date
 
 # What makes two attacker records belong to the same bar of a figure or row of a table.
 GROUP_KEYS = ("experiment", "attack", "attack_mode", "attack_label", "extractor", "defense",
-              "system", "alpha", "classifier", "attack_unprotected", "dataset")
+              "system", "alpha", "classifier", "robust_public", "attack_unprotected", "dataset")
 
 # The settings of the job's attack that its clean-baseline records carry but do not depend on.
 CLEAN_BASELINE = {"attack_mode": None, "attack_label": None, "attack_unprotected": None}
@@ -33,7 +33,9 @@ def system_name(r: dict) -> str:
     tag = "" if defense == "none" else defense
     if r.get("system"):
         tag = f"{defense}: {r['system']}"
-    if tag and tag not in name and not (defense == "clip_finetune" and "wiseft@" in name):
+    if r.get("robust_public"):  # a classifier trained with the public perturbed pictures too
+        tag += ", robust public data"
+    if tag and tag.split(",")[0] not in name and not (defense == "clip_finetune" and "wiseft@" in name):
         name += f" [{tag}]"
     if r.get("alpha") is not None and "wiseft@" not in name:
         name += f" [alpha={r['alpha']}]"
