@@ -5,9 +5,10 @@ attackers' replaced by what they posted (perturbed by the run's attack, all but
 `attack.unprotected` of them, as for the 1-NN). `linear`: a linear head on the frozen, cached
 embeddings of the trainer's extractor (multinomial logistic regression, full-batch L-BFGS).
 `end_to_end`: the extractor fine-tuned with a linear head (`facecure.defenses.robust.FineTuner`,
-cached and resumable like the robust extractor). `robust_public: true` adds the public users'
-clean pictures and their perturbed twins (`train_attacks`, null: the run's attack) as extra
-classes, so the classifier also learns to see through the perturbation.
+cached and resumable like the robust extractor). `robust_public: true` uses the public users'
+clean pictures and their perturbed twins (`train_attacks`, null: the run's attack) as the paper
+does: `linear` sits on the robust extractor (defense=robust's fine-tune on them), `end_to_end`
+gets them as extra classes, so that it also learns to see through the perturbation.
 
 Protection rate of an attacker: share of their clean test pictures not classified as them (a
 public class counts as an error). Clean accuracy: accuracy on the other users' test pictures.
@@ -45,6 +46,7 @@ from facecure.defenses.robust import (
     PictureSet,
     fine_tune,
     public_groups,
+    robust_extractor,
     train_attacks,
     trainable_copy,
     trainer_kwargs_of,
@@ -79,11 +81,13 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: f
     return w.detach(), b.detach()
 
 
-def linear_classifier(ctx: DefenseContext, settings: dict) -> Classify:
+def linear_classifier(ctx: DefenseContext, settings: dict, extractor=None) -> Classify:
+    """Logistic regression on the cached embeddings of `extractor` (default: the run's)."""
     device = "cuda" if str(ctx.device).startswith("cuda") else "cpu"
+    extractor = extractor or ctx.extractor
 
     def embed(pictures):
-        features = ctx.embeddings.embed(ctx.extractor, pictures, ctx.progress)
+        features = ctx.embeddings.embed(extractor, pictures, ctx.progress)
         return torch.from_numpy(features).to(device)
 
     def classify(groups, test):
@@ -156,18 +160,29 @@ def _run(ctx: DefenseContext, kind: str, defaults: dict) -> list[Defended]:
     settings = {**COMMON_DEFAULTS, **defaults, **{k: spec[k] for k in spec
                                                   if k in defaults or k in COMMON_DEFAULTS}}
     per_attacker = bool(spec.get("per_attacker", kind == "linear"))
-    extra = {}
+    extra, labels = {}, {}
     if settings["robust_public"]:
         if not ctx.public.identities:
             raise ValueError(f"defense={kind} with robust_public needs public users: "
                              "set defense.public_fraction > 0")
-        extra = public_groups(ctx, train_attacks(ctx, settings["train_attacks"]))
-    build = linear_classifier if kind == "linear" else end_to_end_classifier
-    result = measure(ctx, build(ctx, settings), per_attacker, extra)
+    if kind == "linear":
+        # Paper App. C.1: with robust training the linear probe sits on the robust extractor
+        # (defense=robust's fine-tune on the public pictures); frozen base features with the
+        # public pictures as extra classes cannot learn to see through a perturbation.
+        features = None
+        if settings["robust_public"]:
+            features = robust_extractor(ctx, {"train_attacks": settings["train_attacks"]})
+            labels = {"robust_extractor": features.name}
+        classify = linear_classifier(ctx, settings, features)
+    else:  # end to end: the public users' clean and perturbed pictures as extra classes
+        if settings["robust_public"]:
+            extra = public_groups(ctx, train_attacks(ctx, settings["train_attacks"]))
+        classify = end_to_end_classifier(ctx, settings)
+    result = measure(ctx, classify, per_attacker, extra)
     base = ctx.extractor
     return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
             Defended(result, kind, base.name, base.fingerprint,
-                     {"classifier": kind, "robust_public": bool(settings["robust_public"]),
+                     {"classifier": kind, "robust_public": bool(settings["robust_public"]), **labels,
                       "per_attacker": per_attacker})]
 
 
