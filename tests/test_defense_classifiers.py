@@ -37,6 +37,7 @@ def test_classifier_run_records(compose_cfg, tmp_path, cache_dir, overrides):
                for r in rows)
     if "defense.robust_public=true" in overrides and kind == "linear":  # on the robust extractor
         assert all(r["robust_extractor"] == "zoo_softmax+robust" for r in rows)
+        assert all(r["extractor_fingerprint"].startswith("zoo_softmax+robust-") for r in rows)
     if kind == "end_to_end":  # a clean and an attacked fine-tune, cached
         assert len(list((cache_dir / "defenses").glob("zoo_softmax+end_to_end-*.pt"))) >= 2
 

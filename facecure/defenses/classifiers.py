@@ -160,7 +160,7 @@ def _run(ctx: DefenseContext, kind: str, defaults: dict) -> list[Defended]:
     settings = {**COMMON_DEFAULTS, **defaults, **{k: spec[k] for k in spec
                                                   if k in defaults or k in COMMON_DEFAULTS}}
     per_attacker = bool(spec.get("per_attacker", kind == "linear"))
-    extra, labels = {}, {}
+    extra, labels, weights = {}, {}, ctx.extractor.fingerprint
     if settings["robust_public"]:
         if not ctx.public.identities:
             raise ValueError(f"defense={kind} with robust_public needs public users: "
@@ -172,7 +172,7 @@ def _run(ctx: DefenseContext, kind: str, defaults: dict) -> list[Defended]:
         features = None
         if settings["robust_public"]:
             features = robust_extractor(ctx, {"train_attacks": settings["train_attacks"]})
-            labels = {"robust_extractor": features.name}
+            labels, weights = {"robust_extractor": features.name}, features.fingerprint
         classify = linear_classifier(ctx, settings, features)
     else:  # end to end: the public users' clean and perturbed pictures as extra classes
         if settings["robust_public"]:
@@ -181,7 +181,7 @@ def _run(ctx: DefenseContext, kind: str, defaults: dict) -> list[Defended]:
     result = measure(ctx, classify, per_attacker, extra)
     base = ctx.extractor
     return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
-            Defended(result, kind, base.name, base.fingerprint,
+            Defended(result, kind, base.name, weights,  # the features' weights: a report row each
                      {"classifier": kind, "robust_public": bool(settings["robust_public"]), **labels,
                       "per_attacker": per_attacker})]
 
