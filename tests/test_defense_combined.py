@@ -10,6 +10,7 @@ from test_zoo import TINY_CLIP
 
 from facecure.app import run
 from facecure.defenses.combined import (
+    allowed_flags,
     calibrate_cutoff,
     calibrate_threshold,
     recognised,
@@ -53,6 +54,15 @@ def test_calibrated_threshold_reroutes_fewer_than_max_rerouted(n, max_rerouted):
     assert (distances >= threshold).mean() >= max_rerouted or threshold == distances.min()
     with pytest.raises(ValueError, match="max_rerouted"):
         calibrate_threshold(distances, 0)
+
+
+def test_allowed_flags_is_a_one_sided_binomial_test():
+    # 0 of 400 at a 1% budget: P(0 flags | rate 1%) = 0.99^400 = 1.8% <= 5%; one flag: 9%.
+    assert allowed_flags(400, 0.01, 0.95) == 0
+    assert allowed_flags(100, 0.01, 0.95) == 0  # too few to tell: the strictest cut-off
+    # many pictures: about mean - 1.645 sd of Binomial(10000, 0.01) = 100 - 16.4
+    assert 82 <= allowed_flags(10000, 0.01, 0.95) <= 84
+    assert allowed_flags(10000, 0.01, 0.5) in (99, 100)
 
 
 @pytest.mark.parametrize("budget", [0.01, 0.05, 0.3])

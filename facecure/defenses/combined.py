@@ -19,6 +19,7 @@ gallery once, and each attacker's swap is answered from the stored neighbours
 from __future__ import annotations
 
 import logging
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -78,13 +79,36 @@ def public_nn_distances(ctx: DefenseContext, extractor: Extractor) -> np.ndarray
     return dist[:, 0]
 
 
-def calibrate_cutoff(p_clean: np.ndarray, budget: float, floor: float) -> float:
-    """Detector cut-off (flag when p > cut-off): the (1 - budget) quantile of held-out clean
-    pictures' probabilities, never below `floor` (the detector's own threshold)."""
+def allowed_flags(n: int, budget: float, confidence: float) -> int:
+    """The most of `n` held-out clean pictures a cut-off may flag so that a detector whose
+    true flag rate reached `budget` would flag more with probability >= `confidence` (a
+    one-sided binomial test): what is seen on a few hundred held-out pictures must hold on
+    other users' pictures too. 0 where even that cannot be told apart."""
+    if budget >= 1:
+        return n
+    cdf, k = 0.0, -1
+    while k + 1 <= n:
+        j = k + 1  # log-space pmf: math.comb overflows a float for tens of thousands
+        cdf += math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
+                        + j * math.log(budget) + (n - j) * math.log1p(-budget))
+        if cdf > 1 - confidence:
+            break
+        k += 1
+    return max(k, 0)
+
+
+def calibrate_cutoff(p_clean: np.ndarray, budget: float, floor: float,
+                     confidence: float = 0.95) -> float:
+    """Detector cut-off (flag when p > cut-off): the highest cut-off that flags at most
+    `allowed_flags` of the held-out clean pictures, never below `floor` (the detector's own
+    threshold)."""
     if len(p_clean) == 0:
         raise ValueError("the detector's cut-off is calibrated on held-out public users' clean "
                          "pictures, and there are none: raise defense.detector.n_test_users")
-    return max(float(np.quantile(p_clean, 1 - budget, method="higher")), float(floor))
+    ranked = np.sort(np.asarray(p_clean, dtype=float))[::-1]
+    k = allowed_flags(len(ranked), budget, confidence)
+    cutoff = ranked[k] if k < len(ranked) else -np.inf  # exactly the k highest lie above it
+    return max(float(cutoff), float(floor))
 
 
 def reroute(system: str, acc: Neighbours, threshold: float, flags: np.ndarray | None) -> np.ndarray:
@@ -141,7 +165,8 @@ class Flags(NamedTuple):
     clean_share: float    # share of the held-out public clean pictures flagged (calibration)
 
 
-def detector_flags(ctx: DefenseContext, posted: Posted, budget: float) -> Flags | None:
+def detector_flags(ctx: DefenseContext, posted: Posted, budget: float,
+                   confidence: float = 0.95) -> Flags | None:
     """Whether the detector (conf/defense/detector.yaml under `detector`; one per train attack,
     a picture is flagged if any flags it) calls each clean gallery picture and each posted
     picture perturbed, at a cut-off that flags at most `budget` of the clean pictures of the
@@ -167,7 +192,7 @@ def detector_flags(ctx: DefenseContext, posted: Posted, budget: float) -> Flags 
     _, held_out = choose_users(ctx.public.identities, settings["n_train_users"],
                                settings["n_test_users"], settings["seed"])
     p_clean = probability([p for u in held_out for p in ctx.public.train[u] + ctx.public.test[u]])
-    cutoff = calibrate_cutoff(p_clean, budget, settings.get("threshold", 0.5))
+    cutoff = calibrate_cutoff(p_clean, budget, settings.get("threshold", 0.5), confidence)
     train = [p for i in ctx.split.identities for p in ctx.split.train[i]]
     return Flags(probability(train) > cutoff, probability(posted.flat()[0]) > cutoff, cutoff,
                  float((p_clean > cutoff).mean()))
@@ -195,7 +220,8 @@ def run(ctx: DefenseContext) -> list[Defended]:
     thresholds = {"top2": threshold, "threshold": threshold}  # top2 reroutes all, whatever it is
     posted = ctx.posted()
     acc_view, rob_view = ModelView(ctx, accurate, posted), ModelView(ctx, robust, posted)
-    flags = detector_flags(ctx, posted, detector_budget) if "detector_gated" in systems else None
+    flags = detector_flags(ctx, posted, detector_budget, settings.get("detector_confidence", 0.95)) \
+        if "detector_gated" in systems else None
     if flags is None and "detector_gated" in systems:
         systems.remove("detector_gated")
     if flags is not None:  # the distance threshold gets what the detector leaves of the budget
