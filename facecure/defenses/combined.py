@@ -169,8 +169,8 @@ def detector_flags(ctx: DefenseContext, posted: Posted, budget: float,
                    confidence: float = 0.95) -> Flags | None:
     """Whether the detector (conf/defense/detector.yaml under `detector`; one per train attack,
     a picture is flagged if any flags it) calls each clean gallery picture and each posted
-    picture perturbed, at a cut-off that flags at most `budget` of the clean pictures of the
-    public users held out from its training; None, with a warning, when there is no detector."""
+    picture perturbed, at a cut-off that flags at most `allowed_flags` (for `budget` and
+    `confidence`) of the clean pictures of the public users held out from its training; None, with a warning, when there is no detector."""
     try:
         from facecure.defenses.detector import (
             choose_users,

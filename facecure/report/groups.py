@@ -33,10 +33,10 @@ def system_name(r: dict) -> str:
     tag = "" if defense == "none" else defense
     if r.get("system"):
         tag = f"{defense}: {r['system']}"
-    if r.get("robust_public"):  # a classifier trained with the public perturbed pictures too
-        tag += ", robust public data"
-    if tag and tag.split(",")[0] not in name and not (defense == "clip_finetune" and "wiseft@" in name):
-        name += f" [{tag}]"
+    # a classifier trained with the public perturbed pictures too
+    robust = ", robust public data" if r.get("robust_public") else ""
+    if tag and tag not in name and not (defense == "clip_finetune" and "wiseft@" in name):
+        name += f" [{tag}{robust}]"
     if r.get("alpha") is not None and "wiseft@" not in name:
         name += f" [alpha={r['alpha']}]"
     return name
