@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo reproduce test test-full lint bench clean weights-dlib
+.PHONY: help install demo reproduce test test-slurm test-full lint bench clean weights-dlib
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ weights-dlib: ## Fetch the dlib ResNet weights (npm @vladmandic/face-api) into t
 
 test: $(STAMP) weights-dlib ## Run the test suite (fast tests; slow ones are in test-full)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slurm: $(STAMP) ## The SLURM test alone: a real one-node cluster on localhost (root; ~1 min)
+	$(BIN)/pytest -m slurm $(PYTEST_ARGS)
 
 test-full: $(STAMP) weights-dlib ## Run every test, slow ones included
 	$(BIN)/pytest $(PYTEST_ARGS)

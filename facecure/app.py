@@ -85,10 +85,13 @@ def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
         spec = OmegaConf.to_container(spec, resolve=True)
     name = spec.get("name", spec.get("_target_"))
     spec = {k: v for k, v in spec.items() if k not in ATTACK_RUN_KEYS}
-    takes = inspect.signature(get_class(spec["_target_"])).parameters
-    if "label" in spec and "label" not in takes:
+    try:
+        takes = inspect.signature(get_class(spec["_target_"])).parameters
+    except ValueError:  # a builtin target (no signature to check against): takes anything
+        takes = None
+    if "label" in spec and takes is not None and "label" not in takes:
         spec.pop("label")  # a run key (attack_label in the records) unless the attack takes it
-    if not any(p.kind == p.VAR_KEYWORD for p in takes.values()):
+    if takes is not None and not any(p.kind == p.VAR_KEYWORD for p in takes.values()):
         unknown = sorted(set(spec) - set(takes) - {"_target_", "surrogate_sets"})
         if unknown:  # e.g. experiment=demo (Fawkes' mode) with attack=lowkey
             raise ValueError(f"attack {name!r} has no setting "
