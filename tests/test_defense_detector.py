@@ -59,6 +59,20 @@ def test_tiny_run_writes_one_detector_record_per_attack_pair(compose_cfg, tmp_pa
         assert (r["epochs"], r["lr"]) == (1, 1e-3)  # as set: the scratch recipe fills only nulls
 
 
+def test_the_papers_fawkes_detector_trains_on_all_modes_and_is_scored_on_each(compose_cfg, tmp_path):
+    part = "{steps:2,image_size:null,surrogates:[zoo_softmax]}"
+    modes = f"{{name:fawkes_v10_modes,first:{part},second:{{first:{part},second:{part}}}}}"
+    cfg = compose_cfg(*TINY, *TINY_DETECTOR, f"+run_dir={tmp_path}",
+                      f"defense.train_attacks=[{modes}]", f"defense.test_attacks=[{LOW}]")
+    run(cfg)
+    [r] = [r for r in read_results(tmp_path / "results.jsonl") if r["kind"] == "detector"]
+    assert (r["train_attack"], r["test_attack"]) == ("fawkes_v10/low+mid+high", "fawkes_v10/low")
+    # three plain parts, one of them the very attack it is scored on (same store fingerprint)
+    assert len(set(r["train_part_fingerprints"])) == 3
+    assert r["test_attack_fingerprint"] in r["train_part_fingerprints"]
+    assert r["train_attack_fingerprint"] not in r["train_part_fingerprints"]
+
+
 def test_epochs_and_lr_come_from_the_recipe_of_the_initialisation(tmp_path):
     recipes = {"imagenet": {"epochs": 3, "lr": 5e-5}, "scratch": {"epochs": 30, "lr": 1e-3}}
     settings = {**SETTINGS, "epochs": None, "lr": None, "recipes": recipes}

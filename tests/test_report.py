@@ -62,6 +62,19 @@ def test_detector_tables_and_cli(tmp_path):
     assert "| lowkey | 0.600 | 0.950 |" in text  # transfer row: train lowkey, test fawkes / lowkey
 
 
+def test_a_detector_trained_on_a_mix_is_scored_on_each_part_in_table_2():
+    from facecure.report.build import detector_tables
+
+    mix = {"kind": "detector", "train_attack": "fawkes_v10/low+mid+high", "accuracy": 0.9,
+           "precision": 0.9, "recall": 0.9, "train_attack_fingerprint": "mix",
+           "train_part_fingerprints": ["low", "high"], "n_train_users": 25, "n_test_users": 20}
+    rows = [{**mix, "test_attack": "fawkes_v10/low", "test_attack_fingerprint": "low", "auc": 0.91},
+            {**mix, "test_attack": "lowkey", "test_attack_fingerprint": "lk", "auc": 0.52}]
+    table_2 = detector_tables(rows).split("### Detector transfer")[0]
+    assert "| fawkes_v10/low (trained on fawkes_v10/low+mid+high) | 90.0 |" in table_2
+    assert "0.910" in table_2 and "0.520" not in table_2  # LowKey is not part of the mix
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "facecure.report.build", str(tmp_path)],
                          capture_output=True, text=True)

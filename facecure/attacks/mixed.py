@@ -38,3 +38,10 @@ class MixedAttack(Attack):
         first = {int(i) for i in order[:n_first]}
         return ([p for i, p in enumerate(pictures) if i in first],
                 [p for i, p in enumerate(pictures) if i not in first])
+
+
+def leaf_attacks(attack: Attack) -> list[Attack]:
+    """The plain attacks a (possibly nested) mixed attack is made of; [attack] for a plain one."""
+    if isinstance(attack, MixedAttack):
+        return leaf_attacks(attack.first) + leaf_attacks(attack.second)
+    return [attack]

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from facecure.attacks.base import Attack, NoAttack
+from facecure.attacks.mixed import leaf_attacks
 from facecure.data.dataset import Picture
 from facecure.extractors.adapters.weights import (
     file_digest,
@@ -363,5 +364,8 @@ def run(ctx) -> list[dict]:
                 "model_name": settings["model_name"], "input_size": detector.input_size,
                 "epochs": settings["epochs"], "lr": settings["lr"],
                 "train_attack_fingerprint": train_attack.fingerprint,
-                "test_attack_fingerprint": test_attack.fingerprint})
+                "test_attack_fingerprint": test_attack.fingerprint,
+                # A mixed train attack (fawkes_v10_modes): the plain attacks it is made of, so
+                # the report scores it on each of them as on its own attack (Table 2).
+                "train_part_fingerprints": [a.fingerprint for a in leaf_attacks(train_attack)]})
     return records

@@ -55,8 +55,9 @@ def perturb_users(attack: Attack, pictures: list[Picture], store: PerturbedStore
     for p in pictures:
         users.setdefault(p.identity, []).append(p)
     parts = [attack.split(pics) for pics in users.values()]
-    first, b1 = store.perturb_pictures(attack.first, [p for a, _ in parts for p in a], progress)
-    second, b2 = store.perturb_pictures(attack.second, [p for _, b in parts for p in b], progress)
+    # Either part may itself be mixed (fawkes_v10_modes: low, then mid / high).
+    first, b1 = perturb_users(attack.first, [p for a, _ in parts for p in a], store, progress)
+    second, b2 = perturb_users(attack.second, [p for _, b in parts for p in b], store, progress)
     return first + second, b1 + b2
 
 
