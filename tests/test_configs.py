@@ -25,6 +25,8 @@ SMALL_ATTACK = {
     "fawkes_v03": [ONE_SURROGATE] + [f"attack.{o}" for o in TINY_CANDIDATES],
     "mixed": ["attack.first.surrogates=[zoo_softmax]", "attack.second.surrogates=[zoo_softmax]"]
     + [f"attack.first.{o}" for o in TINY_CANDIDATES],
+    "fawkes_v10_modes": [f"attack.{part}.surrogates=[zoo_softmax]"
+                         for part in ("first", "second.first", "second.second")],
     "lowkey": [ONE_SURROGATE, "attack.perceptual=dssim"],
     "lowkey_dssim": [ONE_SURROGATE],
     "pgd": [ONE_SURROGATE],
@@ -58,6 +60,7 @@ def test_instantiate_groups(compose_cfg, tmp_path):
     assert isinstance(pool.get(), Extractor)
     generic = [o for o in TINY if not o.startswith("attack.")]
     for option in options("attack"):
+        # An attack missing from SMALL_ATTACK would train the full zoo for its surrogates.
         cfg = compose_cfg(*generic, f"attack={option}", *SMALL_ATTACK.get(option, []))
         assert isinstance(build_attack(cfg.attack, pool), Attack)
     for option in options("trainer"):
