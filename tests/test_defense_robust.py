@@ -70,6 +70,26 @@ def test_robust_training_lowers_the_training_loss(compose_cfg, monkeypatch, tmp_
     assert (tmp_path / "m.pt").exists() and not (tmp_path / "m.work").exists()
 
 
+def test_freeze_bn_keeps_the_pretrained_batchnorm_statistics(compose_cfg, monkeypatch, tmp_path):
+    ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST)
+    data = PictureSet(public_groups(ctx, [ctx.attack]), ctx.extractor.input_size)
+    settings = {**robust_mod.FINE_TUNE_DEFAULTS, "steps": 4, "checkpoint_every": 4}
+    stats = {}
+    for freeze in (False, True):
+        module = FineTuner(robust_mod.trainable_copy(ctx.extractor, "robust"), len(data.classes),
+                           freeze_bn=freeze)
+        robust_mod.fine_tune(module, data, settings, 0, tmp_path / f"{freeze}.pt", module,
+                             {"enable_progress_bar": False, "accelerator": "cpu"})
+        stats[freeze] = {k: v for k, v in module.extractor.state_dict().items() if "running_" in k}
+    before = {k: v for k, v in ctx.extractor.state_dict().items() if "running_" in k}
+    assert stats[True].keys() == before.keys() and before
+    assert all(torch.equal(stats[True][k], before[k]) for k in before)
+    assert not all(torch.equal(stats[False][k], before[k]) for k in before)
+    # the cache fingerprint names freeze_bn only when it is set (older caches stay valid)
+    assert "freeze_bn" not in robust_mod.recipe_of(settings)
+    assert robust_mod.recipe_of({**settings, "freeze_bn": True})["freeze_bn"] is True
+
+
 def test_robust_extractor_is_cached_and_loaded_not_retrained(compose_cfg, monkeypatch, tmp_path):
     ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST, TWO_ATTACKS)
     first = robust_extractor(ctx)

@@ -46,6 +46,7 @@ from facecure.defenses.robust import (
     PictureSet,
     fine_tune,
     public_groups,
+    recipe_of,
     robust_extractor,
     train_attacks,
     trainable_copy,
@@ -103,7 +104,7 @@ def linear_classifier(ctx: DefenseContext, settings: dict, extractor=None) -> Cl
 
 def end_to_end_classifier(ctx: DefenseContext, settings: dict) -> Classify:
     base = ctx.extractor
-    recipe = {k: settings[k] for k in FINE_TUNE_DEFAULTS if k != "checkpoint_every"}
+    recipe = recipe_of(settings)
 
     def classify(groups, test):
         data = PictureSet(groups, base.input_size)
@@ -112,7 +113,7 @@ def end_to_end_classifier(ctx: DefenseContext, settings: dict) -> Classify:
                           "version": RECIPE_VERSION})
         module = FineTuner(trainable_copy(base, "end_to_end"), len(data.classes),
                            settings["lr_backbone"], settings["lr_head"], settings["weight_decay"],
-                           settings["flip"])
+                           settings["flip"], settings["freeze_bn"])
         path = ctx.cache_dir / f"{base.name}+end_to_end-{fp}.pt"
         fine_tune(module, data, settings, ctx.seed, path, module, trainer_kwargs_of(ctx))
         return np.array(data.classes)[module.to(ctx.device).predict(test)]

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 # Used where a setting is missing (e.g. a combined-system config that reuses the robust model).
 FINE_TUNE_DEFAULTS = {"steps": 500, "batch_size": 32, "lr_backbone": 1e-4, "lr_head": 1e-3,
-                      "weight_decay": 0.0, "flip": True, "checkpoint_every": 50}
+                      "weight_decay": 0.0, "flip": True, "freeze_bn": False, "checkpoint_every": 50}
 RECIPE_VERSION = 1  # bump when the training code changes what a recipe produces
 
 
@@ -55,6 +55,13 @@ def settings_of(node: DictConfig | dict | None, defaults: dict = FINE_TUNE_DEFAU
     spec = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, nested) else v
             for k, v in (node or {}).items()}
     return {**defaults, **{k: spec[k] for k in spec if k in defaults or k == "train_attacks"}}
+
+
+def recipe_of(settings: dict) -> dict:
+    """What shapes a fine-tune (for its cache fingerprint). freeze_bn enters only when set, so
+    the models cached before it existed keep their fingerprints."""
+    return {k: settings[k] for k in FINE_TUNE_DEFAULTS
+            if k != "checkpoint_every" and not (k == "freeze_bn" and not settings[k])}
 
 
 def resized(picture: Picture, size: int) -> torch.Tensor:
@@ -109,7 +116,8 @@ class FineTuner(LightningModule):
     """
 
     def __init__(self, extractor: Extractor, n_classes: int, lr_backbone: float = 1e-4,
-                 lr_head: float = 1e-3, weight_decay: float = 0.0, flip: bool = True):
+                 lr_head: float = 1e-3, weight_decay: float = 0.0, flip: bool = True,
+                 freeze_bn: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["extractor"])
         self.extractor = extractor
@@ -117,6 +125,14 @@ class FineTuner(LightningModule):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.extractor.features(self.extractor.preprocess(x)))
+
+    def on_train_epoch_start(self) -> None:
+        # freeze_bn: BatchNorm keeps the pre-trained statistics (Lightning sets train mode
+        # before each epoch, so this runs after it); its affine weights still train.
+        if self.hparams.get("freeze_bn"):
+            for m in self.extractor.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def training_step(self, batch, batch_idx):
         x, labels = batch
@@ -226,7 +242,7 @@ def robust_extractor(ctx: DefenseContext, settings: DictConfig | dict | None = N
     if not ctx.public.identities:
         raise ValueError("defense=robust needs public users: set defense.public_fraction > 0")
     attacks = train_attacks(ctx, settings.get("train_attacks"))
-    recipe = {k: settings[k] for k in FINE_TUNE_DEFAULTS if k != "checkpoint_every"}
+    recipe = recipe_of(settings)
     fp = fingerprint({"base": base.fingerprint, "recipe": recipe, "seed": ctx.seed,
                       "attacks": [a.fingerprint for a in attacks],
                       "public": sorted(p.key for p in ctx.public_pictures()),
@@ -239,7 +255,7 @@ def robust_extractor(ctx: DefenseContext, settings: DictConfig | dict | None = N
     else:
         data = PictureSet(public_groups(ctx, attacks), base.input_size)
         module = FineTuner(robust, len(data.classes), settings["lr_backbone"], settings["lr_head"],
-                           settings["weight_decay"], settings["flip"])
+                           settings["weight_decay"], settings["flip"], settings["freeze_bn"])
         fine_tune(module, data, settings, ctx.seed, path, robust, trainer_kwargs_of(ctx))
     return robust.eval().requires_grad_(False).to(ctx.device)
 
