@@ -19,11 +19,11 @@ gallery once, and each attacker's swap is answered from the stored neighbours
 from __future__ import annotations
 
 import logging
-import math
 from typing import NamedTuple
 
 import numpy as np
 from omegaconf import OmegaConf
+from scipy.stats import binom
 
 from facecure.data.dataset import Picture
 from facecure.defenses.context import Defended, DefenseContext
@@ -86,14 +86,9 @@ def allowed_flags(n: int, budget: float, confidence: float) -> int:
     other users' pictures too. 0 where even that cannot be told apart."""
     if budget >= 1:
         return n
-    cdf, k = 0.0, -1
-    while k + 1 <= n:
-        j = k + 1  # log-space pmf: math.comb overflows a float for tens of thousands
-        cdf += math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
-                        + j * math.log(budget) + (n - j) * math.log1p(-budget))
-        if cdf > 1 - confidence:
-            break
-        k += 1
+    k = int(binom.ppf(1 - confidence, n, budget))  # the least k with P(X <= k) >= 1 - confidence
+    if binom.cdf(k, n, budget) > 1 - confidence:
+        k -= 1  # the largest k with P(X <= k) <= 1 - confidence
     return max(k, 0)
 
 
@@ -170,7 +165,8 @@ def detector_flags(ctx: DefenseContext, posted: Posted, budget: float,
     """Whether the detector (conf/defense/detector.yaml under `detector`; one per train attack,
     a picture is flagged if any flags it) calls each clean gallery picture and each posted
     picture perturbed, at a cut-off that flags at most `allowed_flags` (for `budget` and
-    `confidence`) of the clean pictures of the public users held out from its training; None, with a warning, when there is no detector."""
+    `confidence`) of the clean pictures of the public users held out from its training; None,
+    with a warning, when there is no detector."""
     try:
         from facecure.defenses.detector import (
             choose_users,
