@@ -1,8 +1,10 @@
 """defense=robust: the adaptive trainer's fine-tuned extractor, trained, cached and resumable."""
+import copy
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,14 @@ from conftest import TINY, kill_at_first_checkpoint
 import facecure.app
 import facecure.defenses.robust as robust_mod
 from facecure.app import run
-from facecure.defenses.robust import FineTuner, PictureSet, public_groups, robust_extractor
+from facecure.data.dataset import Picture
+from facecure.defenses.robust import (
+    FineTuner,
+    PictureSet,
+    public_groups,
+    public_pairs,
+    robust_extractor,
+)
 from facecure.results import read_results
 
 TINY_ROBUST = ["defense=robust", "defense.steps=6", "defense.checkpoint_every=3"]
@@ -88,6 +97,67 @@ def test_freeze_bn_keeps_the_pretrained_batchnorm_statistics(compose_cfg, monkey
     # the cache fingerprint names freeze_bn only when it is set (older caches stay valid)
     assert "freeze_bn" not in robust_mod.recipe_of(settings)
     assert robust_mod.recipe_of({**settings, "freeze_bn": True})["freeze_bn"] is True
+
+
+def test_public_pairs_give_each_twin_its_clean_source(compose_cfg, monkeypatch, tmp_path):
+    ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST)
+    groups, sources = public_pairs(ctx, [ctx.attack])
+    clean = {p.key for p in ctx.public_pictures()}
+    twins = [p for pics in groups.values() for p in pics if p.key not in clean]
+    assert twins and {p.key for p in twins} == set(sources)
+    assert all(sources[t.key].identity == t.identity and sources[t.key].name == t.name
+               and sources[t.key].key in clean for t in twins)
+    data = PictureSet(groups, ctx.extractor.input_size, sources)
+    for i, p in enumerate(data.pictures):
+        x, label, source, is_twin = data[i]
+        assert is_twin == (p.key in sources)
+        expected = robust_mod.resized(sources[p.key] if is_twin else p, ctx.extractor.input_size)
+        torch.testing.assert_close(source, expected)
+
+
+def test_invariance_terms_train_without_labels_and_keep_the_teacher_fixed(
+        compose_cfg, monkeypatch, tmp_path):
+    ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST)
+    # Twins far from their sources (the tiny test attack barely moves an embedding): noise.
+    rng = np.random.default_rng(0)
+    groups, sources = {}, {}
+    for p in ctx.public_pictures():
+        noisy = np.clip(p.load() + rng.normal(0, 60, p.load().shape), 0, 255).astype(np.uint8)
+        twin = Picture.from_pixels(p.identity, p.name, noisy)
+        groups.setdefault(p.identity, []).extend([p, twin])
+        sources[twin.key] = p
+    data = PictureSet(groups, ctx.extractor.input_size, sources)
+    module = FineTuner(robust_mod.trainable_copy(ctx.extractor, "robust"), len(data.classes),
+                       ce_weight=0.0, distill_weight=1.0, pair_weight=1.0)
+    teacher = module._teacher[0]
+    assert not any(k.startswith("_teacher") for k in module.state_dict())  # not checkpointed
+    twins = [i for i, p in enumerate(data.pictures) if p.key in sources]
+    x, source = (torch.stack([data[i][k] for i in twins]) for k in (0, 2))
+
+    def invariance():  # mean 1 - cosine of twin and source, BatchNorm on batch statistics
+        module.train()  # (the tiny 1-epoch zoo model's running statistics flatten everything)
+        with torch.no_grad():
+            both = module.embedding(module.extractor, torch.cat([x, source]))
+            return (1 - (both[:len(x)] * both[len(x):]).sum(1)).mean().item()
+
+    before, teacher_state = invariance(), copy.deepcopy(teacher.state_dict())
+    settings = {**robust_mod.FINE_TUNE_DEFAULTS, "steps": 30, "checkpoint_every": 30}
+    robust_mod.fine_tune(module, data, settings, 0, tmp_path / "m.pt", module.extractor,
+                         {"enable_progress_bar": False, "accelerator": "cpu"})
+    assert invariance() < before
+    assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())
+    assert not teacher.training
+    recipe = robust_mod.recipe_of({**settings, "ce_weight": 0.0, "distill_weight": 1.0})
+    assert recipe["ce_weight"] == 0.0 and recipe["distill_weight"] == 1.0
+    assert "pair_weight" not in recipe and "ce_weight" not in robust_mod.recipe_of(settings)
+
+
+def test_robust_invariant_defense_names_its_extractor(compose_cfg, tmp_path):
+    run(compose_cfg(*TINY, "defense=robust_invariant", "defense.steps=4",
+                    "defense.checkpoint_every=2", f"+run_dir={tmp_path}"))
+    robust = [r for r in read_results(tmp_path / "results.jsonl")
+              if r["kind"] == "aggregate" and r["defense"] == "robust"]
+    assert robust and all(r["extractor"] == "zoo_softmax+robust_invariant" for r in robust)
 
 
 def test_robust_extractor_is_cached_and_loaded_not_retrained(compose_cfg, monkeypatch, tmp_path):

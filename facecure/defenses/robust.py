@@ -44,7 +44,11 @@ log = logging.getLogger(__name__)
 
 # Used where a setting is missing (e.g. a combined-system config that reuses the robust model).
 FINE_TUNE_DEFAULTS = {"steps": 500, "batch_size": 32, "lr_backbone": 1e-4, "lr_head": 1e-3,
-                      "weight_decay": 0.0, "flip": True, "freeze_bn": False, "checkpoint_every": 50}
+                      "weight_decay": 0.0, "flip": True, "freeze_bn": False, "checkpoint_every": 50,
+                      "ce_weight": 1.0, "distill_weight": 0.0, "pair_weight": 0.0}
+# Settings that enter a recipe's fingerprint only when they leave their default, so the models
+# cached before they existed keep their fingerprints.
+_NEW_SETTINGS = {"freeze_bn": False, "ce_weight": 1.0, "distill_weight": 0.0, "pair_weight": 0.0}
 RECIPE_VERSION = 1  # bump when the training code changes what a recipe produces
 
 
@@ -58,10 +62,9 @@ def settings_of(node: DictConfig | dict | None, defaults: dict = FINE_TUNE_DEFAU
 
 
 def recipe_of(settings: dict) -> dict:
-    """What shapes a fine-tune (for its cache fingerprint). freeze_bn enters only when set, so
-    the models cached before it existed keep their fingerprints."""
+    """What shapes a fine-tune (for its cache fingerprint)."""
     return {k: settings[k] for k in FINE_TUNE_DEFAULTS
-            if k != "checkpoint_every" and not (k == "freeze_bn" and not settings[k])}
+            if k != "checkpoint_every" and not (k in _NEW_SETTINGS and settings[k] == _NEW_SETTINGS[k])}
 
 
 def resized(picture: Picture, size: int) -> torch.Tensor:
@@ -70,21 +73,33 @@ def resized(picture: Picture, size: int) -> torch.Tensor:
 
 
 class PictureSet(Dataset):
-    """Labelled pictures, loaded and resized to the extractor's input size on use."""
+    """Labelled pictures, loaded and resized to the extractor's input size on use.
 
-    def __init__(self, groups: dict[str, list[Picture]], size: int):
+    With `sources` (a perturbed twin's key -> its clean picture) an item also carries the clean
+    picture it came from (itself for a clean one) and whether it is a twin, for the
+    invariance terms of `FineTuner`.
+    """
+
+    def __init__(self, groups: dict[str, list[Picture]], size: int,
+                 sources: dict[str, Picture] | None = None):
         self.classes = sorted(groups)
         self.pictures = [p for c in self.classes for p in groups[c]]
         self.labels = [k for k, c in enumerate(self.classes) for _ in groups[c]]
         labels = np.array(self.labels)
         self.members = [np.flatnonzero(labels == k) for k in range(len(self.classes))]
-        self.size = size
+        self.size, self.sources = size, sources
 
     def __len__(self) -> int:
         return len(self.pictures)
 
     def __getitem__(self, i):
-        return resized(self.pictures[i], self.size), self.labels[i]
+        picture = self.pictures[i]
+        x = resized(picture, self.size)
+        if self.sources is None:
+            return x, self.labels[i]
+        source = self.sources.get(picture.key)
+        return (x, self.labels[i], x if source is None else resized(source, self.size),
+                source is not None)
 
 
 class IdentitySampler(Sampler):
@@ -113,15 +128,25 @@ class FineTuner(LightningModule):
 
     The head reads the extractor's features before L2 normalisation, as the zoo's own softmax
     heads do: on unit-norm features a plain linear head's logits stay small and learn slowly.
+
+    Beyond the paper's recipe (cross-entropy only), two invariance terms for batches from a
+    `PictureSet` with sources: `distill_weight` pulls every picture's embedding to the frozen
+    base extractor's embedding of its clean source (clean pictures keep the base's features,
+    twins learn to land where their clean picture does), `pair_weight` pulls a twin's embedding
+    to the trained model's own embedding of its clean source. Both use 1 - cosine similarity.
     """
 
     def __init__(self, extractor: Extractor, n_classes: int, lr_backbone: float = 1e-4,
                  lr_head: float = 1e-3, weight_decay: float = 0.0, flip: bool = True,
-                 freeze_bn: bool = False):
+                 freeze_bn: bool = False, ce_weight: float = 1.0, distill_weight: float = 0.0,
+                 pair_weight: float = 0.0):
         super().__init__()
         self.save_hyperparameters(ignore=["extractor"])
         self.extractor = extractor
         self.head = nn.Linear(extractor.embedding_dim, n_classes)
+        # The teacher sits in a list: not a submodule, so it is neither trained, switched to
+        # train mode by Lightning, nor written to checkpoints (it is the base, rebuilt on resume).
+        self._teacher = [copy.deepcopy(extractor).eval().requires_grad_(False)] if distill_weight else []
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.extractor.features(self.extractor.preprocess(x)))
@@ -134,15 +159,40 @@ class FineTuner(LightningModule):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
 
+    def on_fit_start(self) -> None:
+        for teacher in self._teacher:
+            teacher.to(self.device)
+
+    def embedding(self, model: Extractor, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(model.features(model.preprocess(x)), dim=1)
+
     def training_step(self, batch, batch_idx):
-        x, labels = batch
-        if self.hparams.flip:
-            flip = torch.rand(x.shape[0], device=x.device) < 0.5
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        logits = self.logits(x)
-        loss = F.cross_entropy(logits, labels)
+        x, labels, *paired = batch
+        hp = self.hparams
+        if hp.flip:  # a twin and its clean source flip together
+            flip = (torch.rand(x.shape[0], device=x.device) < 0.5).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(3), x)
+            paired[:1] = [torch.where(flip, s.flip(3), s) for s in paired[:1]]
+        features = self.extractor.features(self.extractor.preprocess(x))
+        logits = self.head(features)
+        loss = hp.get("ce_weight", 1.0) * F.cross_entropy(logits, labels)
+        if paired and (hp.get("distill_weight") or hp.get("pair_weight")):
+            source, is_twin = paired
+            embedded = F.normalize(features, dim=1)
+            if hp.get("distill_weight"):
+                with torch.no_grad():
+                    target = self.embedding(self._teacher[0], source)
+                distill = (1 - (embedded * target).sum(1)).mean()
+                self.log("train/distill", distill)
+                loss = loss + hp.distill_weight * distill
+            if hp.get("pair_weight") and is_twin.any():
+                own = self.embedding(self.extractor, source[is_twin])
+                pair = (1 - (embedded[is_twin] * own).sum(1)).mean()
+                self.log("train/pair", pair)
+                loss = loss + hp.pair_weight * pair
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
+        if hp.get("ce_weight", 1.0):  # without cross-entropy the head never trains
+            self.log("train/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
         return loss
 
     def configure_optimizers(self):
@@ -212,19 +262,32 @@ def train_attacks(ctx: DefenseContext, names) -> list[Attack]:
     return attacks
 
 
-def public_groups(ctx: DefenseContext, attacks: list[Attack]) -> dict[str, list[Picture]]:
-    """Each public user's pictures (train and test parts) and their perturbed twins."""
+def public_pairs(ctx: DefenseContext, attacks: list[Attack]
+                 ) -> tuple[dict[str, list[Picture]], dict[str, Picture]]:
+    """Each public user's pictures (train and test parts) and their perturbed twins, and each
+    twin's clean source (by the twin's key)."""
     clean = ctx.public_pictures()
     groups = {i: [] for i in ctx.public.identities}
     for p in clean:
         groups[p.identity].append(p)
+    sources = {}
     for attack in attacks:
         if isinstance(attack, NoAttack):
             continue
+        # perturb_users keeps a mixed attack's parts apart, so match twins to sources by name.
         twins, _ = perturb_users(attack, clean, ctx.perturbed, ctx.progress)
+        by_name = {(p.identity, p.name): p for p in clean}
         for p in twins:
             groups[p.identity].append(p)
-    return groups
+            source = by_name.get((p.identity, p.name))
+            if source is not None and source.key != p.key:
+                sources[p.key] = source
+    return groups, sources
+
+
+def public_groups(ctx: DefenseContext, attacks: list[Attack]) -> dict[str, list[Picture]]:
+    """Each public user's pictures (train and test parts) and their perturbed twins."""
+    return public_pairs(ctx, attacks)[0]
 
 
 def trainer_kwargs_of(ctx: DefenseContext) -> dict:
@@ -248,14 +311,19 @@ def robust_extractor(ctx: DefenseContext, settings: DictConfig | dict | None = N
                       "public": sorted(p.key for p in ctx.public_pictures()),
                       "version": RECIPE_VERSION})
     robust = trainable_copy(base, "robust")
-    robust.name, robust.fingerprint = f"{base.name}+robust", f"{base.name}+robust-{fp}"
+    kind = "robust_invariant" if settings["distill_weight"] or settings["pair_weight"] else "robust"
+    robust.name, robust.fingerprint = f"{base.name}+{kind}", f"{base.name}+{kind}-{fp}"
     path = ctx.cache_dir / f"{robust.fingerprint}.pt"
     if path.exists():  # cached: no public pictures to perturb, no head to build
         robust.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     else:
-        data = PictureSet(public_groups(ctx, attacks), base.input_size)
+        invariance = settings["distill_weight"] or settings["pair_weight"]
+        groups, sources = public_pairs(ctx, attacks)
+        data = PictureSet(groups, base.input_size, sources if invariance else None)
         module = FineTuner(robust, len(data.classes), settings["lr_backbone"], settings["lr_head"],
-                           settings["weight_decay"], settings["flip"], settings["freeze_bn"])
+                           settings["weight_decay"], settings["flip"], settings["freeze_bn"],
+                           settings["ce_weight"], settings["distill_weight"],
+                           settings["pair_weight"])
         fine_tune(module, data, settings, ctx.seed, path, robust, trainer_kwargs_of(ctx))
     return robust.eval().requires_grad_(False).to(ctx.device)
 
