@@ -13,6 +13,7 @@ from facecure.defenses.combined import (
     allowed_flags,
     calibrate_cutoff,
     calibrate_threshold,
+    defense_config,
     recognised,
     reroute,
 )
@@ -154,3 +155,21 @@ def test_combined_run_with_an_extractor_as_the_robust_model(compose_cfg, tmp_pat
                                ("combined", "threshold", "zoo_softmax+zoo_clip")}
     assert aggregates["combined", "top2", "zoo_softmax+zoo_clip"]["clean_accuracy"] >= max(
         aggregates["none", None, e]["clean_accuracy"] for e in ("zoo_softmax", "zoo_clip"))
+
+
+def test_defense_config_follows_its_defaults_list():
+    invariant, paper = defense_config("robust_invariant"), defense_config("robust")
+    assert "defaults" not in invariant
+    assert invariant.steps == 2000 and invariant.ce_weight == 0 and invariant.freeze_bn
+    assert invariant.lr_backbone == paper.lr_backbone  # inherited from robust.yaml
+    assert paper.ce_weight == 1 and paper.steps == 500
+
+
+def test_combined_run_with_the_invariant_robust_fine_tune(compose_cfg, tmp_path):
+    run(compose_cfg(*TINY, "defense=combined", "defense.robust=robust_invariant",
+                    "defense.robust_settings={steps:4,checkpoint_every:2}",
+                    "defense.systems=[top2,threshold]", f"+run_dir={tmp_path}"))
+    extractors = {r["extractor"] for r in read_results(tmp_path / "results.jsonl")
+                  if r["kind"] == "aggregate"}
+    assert "zoo_softmax+robust_invariant" in extractors
+    assert "zoo_softmax+zoo_softmax+robust_invariant" in extractors

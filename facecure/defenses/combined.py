@@ -22,7 +22,7 @@ import logging
 from typing import NamedTuple
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from scipy.stats import binom
 
 from facecure.data.dataset import Picture
@@ -144,13 +144,22 @@ def robust_member(ctx: DefenseContext, settings: dict) -> tuple[Extractor, str]:
     """(robust model, the defense label of its own records): `robust` is the adaptive trainer's
     robust fine-tune (conf/defense/robust.yaml under `robust_settings`), else an extractor."""
     spec = settings.get("robust", "robust")
-    if spec != "robust":
+    if spec not in ROBUST_RECIPES:
         return member(ctx, spec), "none"
     from facecure.defenses.robust import robust_extractor
 
-    node = OmegaConf.merge(OmegaConf.load(CONF_DIR / "defense" / "robust.yaml"),
-                           settings.get("robust_settings") or {})
+    node = OmegaConf.merge(defense_config(spec), settings.get("robust_settings") or {})
     return robust_extractor(ctx, node), "robust"
+
+
+ROBUST_RECIPES = ("robust", "robust_invariant")  # conf/defense configs of the robust fine-tune
+
+
+def defense_config(name: str) -> DictConfig:
+    """conf/defense/<name>.yaml merged over the configs its `defaults` list names."""
+    node = OmegaConf.load(CONF_DIR / "defense" / f"{name}.yaml")
+    parents = [d for d in node.pop("defaults", []) if d != "_self_"]
+    return OmegaConf.merge(*[defense_config(p) for p in parents], node)
 
 
 class Flags(NamedTuple):
