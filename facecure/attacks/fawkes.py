@@ -5,9 +5,13 @@ For each picture x the cloak x' minimises, per picture,
     c * max(DSSIM(x', x) - th, 0)^2  -  k * sum_s ||f_s(x') - f_s(x)||^2 / ||f_s(x)||
 
 over the surrogate extractors f_s, in tanh space, with Adadelta. The pixel change is clipped
-to +-15/255, k is doubled when DSSIM <= 0.9 th and halved when DSSIM >= 1.1 th, and the first
-step is a 0.01 sign step (the feature term has no gradient at x' = x). The cloak kept is the
-iterate with the largest feature distance among those within 1.1 th.
+to +-15/255 and the first step is a 0.01 sign step (the feature term has no gradient at
+x' = x). k follows the official schedule (`next_k`): doubled while DSSIM <= 0.9 th, halved
+while DSSIM >= 1.1 th, back to 1 inside the band, at its bounds, or when DSSIM crosses the
+band. The cloak kept is the iterate with the largest feature distance among those within
+1.1 th; as the official `save_last_on_failed` (on by default in the tool), a picture whose
+best cloak moved its features by less than 0.3 takes the last iterate instead when that one
+moved them more and its DSSIM is below 0.015.
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ class FawkesV10(Attack):
     def __init__(self, surrogates: Sequence[Extractor], mode: str = "high",
                  threshold: float | None = None, steps: int | None = None, lr: float | None = None,
                  max_change: float = 15 / 255, initial_const: float = 1e6, first_step: float = 0.01,
-                 image_size: int | None = 112, seed: int = 0):
+                 image_size: int | None = 112, seed: int = 0, save_last_on_failed: bool = True):
         if mode not in FAWKES_V10_MODES:
             raise ValueError(f"attack.mode must be one of {sorted(FAWKES_V10_MODES)}, not {mode!r}")
         if not surrogates:
@@ -58,12 +62,15 @@ class FawkesV10(Attack):
         self.lr = preset["lr"] if lr is None else lr
         self.max_change, self.initial_const = max_change, initial_const
         self.first_step, self.image_size, self.seed = first_step, image_size, seed
+        self.save_last_on_failed = save_last_on_failed
 
     def params(self) -> dict:
         return {**super().params(), "mode": self.mode, "threshold": self.threshold,
                 "steps": self.steps, "lr": self.lr, "max_change": self.max_change,
                 "initial_const": self.initial_const, "first_step": self.first_step,
-                "seed": self.seed, "surrogates": [s.fingerprint for s in self.surrogates]}
+                "seed": self.seed, "surrogates": [s.fingerprint for s in self.surrogates],
+                # the official k schedule and save_last_on_failed (cloaks made before differ)
+                "schedule": "official", "save_last_on_failed": self.save_last_on_failed}
 
     def _cloaked(self, x: torch.Tensor, w0: torch.Tensor, modifier: torch.Tensor) -> torch.Tensor:
         delta = (from_tanh_space(w0 + modifier) - x).clamp(-self.max_change, self.max_change)
@@ -87,6 +94,7 @@ class FawkesV10(Attack):
         modifier = ((torch.rand(x.shape, generator=gen) * 2 - 1) * 1e-4).to(x.device)
         modifier.requires_grad_(True)
         k = torch.ones(len(x), device=x.device)
+        side = torch.zeros(len(x), device=x.device)  # the official outside_list: 1 below, -1 above
         best_score = torch.full((len(x),), -1.0, device=x.device)
         best = x.clone()
         opt = torch.optim.Adadelta([modifier], lr=self.lr, rho=0.95, eps=1e-7)
@@ -108,9 +116,25 @@ class FawkesV10(Attack):
             else:
                 opt.step()
             with torch.no_grad():
-                k = torch.where((dist <= 0.9 * self.threshold) & (k <= 129), k * 2, k)
-                k = torch.where((dist >= 1.1 * self.threshold) & (k >= 1 / 129), k / 2, k)
+                k, side = next_k(k, side, dist, self.threshold)
         # A picture with no iterate inside the budget keeps the last one (as the official tool).
         never = best_score < 0
         best[never] = x_adv[never].detach()
+        if self.save_last_on_failed:
+            with torch.no_grad():
+                last = (best_score < 0.3) & (dist < 0.015) & (feat > best_score)
+            best[last] = x_adv[last].detach()
         return best
+
+
+def next_k(k: torch.Tensor, side: torch.Tensor, dist: torch.Tensor, threshold: float
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official weight schedule of the feature term, per picture: (k, side) after a step
+    whose DSSIM was `dist`. side: 1 below the band, -1 above it, 0 inside."""
+    grow = (dist <= 0.9 * threshold) & (k <= 129)
+    shrink = ~grow & (dist >= 1.1 * threshold) & (k >= 1 / 129)
+    one = torch.ones_like(k)
+    k = torch.where(grow, torch.where(side == -1, one, k * 2),
+                    torch.where(shrink, torch.where(side == 1, one, k / 2), one))
+    side = torch.where(grow, one, torch.where(shrink, -one, torch.zeros_like(side)))
+    return k, side
