@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from facecure.attacks import FawkesV10
-from facecure.attacks.fawkes import next_k
 from facecure.attacks.budget import dssim
+from facecure.attacks.fawkes import next_k
 from facecure.data import synthetic_faces
 from facecure.extractors.base import Extractor, to_tensor
 

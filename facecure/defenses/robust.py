@@ -172,7 +172,8 @@ class FineTuner(LightningModule):
         if hp.flip:  # a twin and its clean source flip together
             flip = (torch.rand(x.shape[0], device=x.device) < 0.5).view(-1, 1, 1, 1)
             x = torch.where(flip, x.flip(3), x)
-            paired[:1] = [torch.where(flip, s.flip(3), s) for s in paired[:1]]
+            if paired:
+                paired[0] = torch.where(flip, paired[0].flip(3), paired[0])
         features = self.extractor.features(self.extractor.preprocess(x))
         logits = self.head(features)
         loss = hp.get("ce_weight", 1.0) * F.cross_entropy(logits, labels)
