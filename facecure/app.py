@@ -5,9 +5,11 @@ directly with a composed config. The work itself is in plain functions over obje
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.protection import ProtectionResult
 from facecure.extractors.base import Extractor
 from facecure.extractors.registry import extractor_config, instantiate_extractor
+from facecure.paths import CONF_DIR
 from facecure.results import aggregate, budget_summary, read_results, versions, write_results
 from facecure.table import print_results
 from facecure.utils.io import atomic_write_text, fingerprint
@@ -258,11 +261,26 @@ def _records(result: ProtectionResult, cfg, attack, common, split) -> list[dict]
 
 
 def config_fingerprint(cfg: DictConfig) -> str:
-    """Hash of what decides the numbers: not where files go, how progress shows or is logged."""
+    """Hash of what decides the numbers: not where files go, how progress shows or is logged.
+    A job also reads configs by name (a defense's train attacks, an attack's surrogates), so the
+    contents of conf/ are in it too: a rerun sweep never skips a job whose configs changed."""
     spec = OmegaConf.to_container(cfg, resolve=True)
     for key in ("run_dir", "paths", "progress", "logger", "trainer", "skip_done", "fail_fast"):
         spec.pop(key, None)
-    return fingerprint(spec)
+    return fingerprint({**spec, "conf": conf_tree_fingerprint()})
+
+
+@functools.cache
+def conf_tree_fingerprint(root: Path = CONF_DIR) -> str:
+    """Hash of every config file under `root` (links followed), launcher presets aside."""
+    files = {}
+    for folder, _, names in os.walk(root, followlinks=True):
+        rel = Path(folder).relative_to(root)
+        if rel.parts[:1] == ("hydra",):
+            continue
+        files.update({str(rel / n): (Path(folder) / n).read_text() for n in names
+                      if n.endswith(".yaml")})
+    return fingerprint(dict(sorted(files.items())))
 
 
 def _run_name(cfg: DictConfig) -> str:

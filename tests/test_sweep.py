@@ -76,3 +76,32 @@ def test_killed_sweep_rerun_finishes_with_the_same_numbers(tmp_path, cache_dir):
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("timings",)} for r in rs]  # noqa: E731
     for job in ("attack.mode=low", "attack.mode=mid", "attack.mode=high"):
         assert strip(read_results(killed / job / "results.jsonl")) == strip(read_results(whole / job / "results.jsonl"))
+
+
+def test_a_changed_config_file_unskips_finished_jobs(tmp_path):
+    """Jobs read configs by name (train attacks, surrogates): their contents are in the job's
+    fingerprint, links followed, launcher presets left out."""
+    from facecure.app import conf_tree_fingerprint
+
+    conf, shared = tmp_path / "conf", tmp_path / "experiments"
+    (conf / "attack").mkdir(parents=True)
+    (conf / "hydra" / "launcher").mkdir(parents=True)
+    shared.mkdir()
+    (conf / "experiment").symlink_to(shared)
+    (conf / "attack" / "a.yaml").write_text("steps: 1\n")
+    (shared / "e.yaml").write_text("x: 1\n")
+    (conf / "hydra" / "launcher" / "slurm.yaml").write_text("partition: a\n")
+
+    def print_of():
+        conf_tree_fingerprint.cache_clear()
+        return conf_tree_fingerprint(conf)
+
+    first = print_of()
+    (conf / "hydra" / "launcher" / "slurm.yaml").write_text("partition: b\n")
+    assert print_of() == first
+    (shared / "e.yaml").write_text("x: 2\n")
+    second = print_of()
+    assert second != first
+    (conf / "attack" / "a.yaml").write_text("steps: 2\n")
+    assert print_of() != second
+    conf_tree_fingerprint.cache_clear()
