@@ -9,11 +9,11 @@ from conftest import TINY
 from test_zoo import TINY_CLIP
 
 from facecure.app import run
+from facecure.defenses.attacks import compose_group
 from facecure.defenses.combined import (
     allowed_flags,
     calibrate_cutoff,
     calibrate_threshold,
-    defense_config,
     recognised,
     reroute,
 )
@@ -158,7 +158,7 @@ def test_combined_run_with_an_extractor_as_the_robust_model(compose_cfg, tmp_pat
 
 
 def test_defense_config_follows_its_defaults_list():
-    invariant, paper = defense_config("robust_invariant"), defense_config("robust")
+    invariant, paper = compose_group("defense", "robust_invariant"), compose_group("defense", "robust")
     assert "defaults" not in invariant
     assert invariant.steps == 2000 and invariant.ce_weight == 0 and invariant.freeze_bn
     assert invariant.lr_backbone == paper.lr_backbone  # inherited from robust.yaml

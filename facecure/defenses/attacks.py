@@ -16,11 +16,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from facecure.paths import CONF_DIR
 
 
-def _compose_attack(name: str) -> DictConfig:
+def compose_group(group: str, name: str) -> DictConfig:
+    """Config `name` of config group `group` as Hydra composes it (its defaults list followed)."""
     if GlobalHydra.instance().is_initialized():  # inside the Hydra app
-        return compose("config", overrides=[f"attack={name}"]).attack
+        return compose("config", overrides=[f"{group}={name}"])[group]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=[f"attack={name}"]).attack
+        return compose("config", overrides=[f"{group}={name}"])[group]
 
 
 def attack_config(ctx, name: str | DictConfig | dict, **overrides) -> DictConfig:
@@ -29,7 +30,7 @@ def attack_config(ctx, name: str | DictConfig | dict, **overrides) -> DictConfig
         if not (CONF_DIR / "attack" / f"{name}.yaml").exists():
             known = sorted(p.stem for p in (CONF_DIR / "attack").glob("*.yaml"))
             raise KeyError(f"unknown attack {name!r} in the defense config; known: {', '.join(known)}")
-        node = _compose_attack(name)
+        node = compose_group("attack", name)
     else:
         node = OmegaConf.create(name)
     root = copy.deepcopy(ctx.cfg)

@@ -22,15 +22,15 @@ import logging
 from typing import NamedTuple
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from scipy.stats import binom
 
 from facecure.data.dataset import Picture
+from facecure.defenses.attacks import compose_group
 from facecure.defenses.context import Defended, DefenseContext
 from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator, Neighbours
 from facecure.evaluation.protection import Posted, ProtectionResult
 from facecure.extractors.base import Extractor
-from facecure.paths import CONF_DIR
 from facecure.utils.io import fingerprint
 
 log = logging.getLogger(__name__)
@@ -148,18 +148,11 @@ def robust_member(ctx: DefenseContext, settings: dict) -> tuple[Extractor, str]:
         return member(ctx, spec), "none"
     from facecure.defenses.robust import robust_extractor
 
-    node = OmegaConf.merge(defense_config(spec), settings.get("robust_settings") or {})
+    node = OmegaConf.merge(compose_group("defense", spec), settings.get("robust_settings") or {})
     return robust_extractor(ctx, node), "robust"
 
 
 ROBUST_RECIPES = ("robust", "robust_invariant")  # conf/defense configs of the robust fine-tune
-
-
-def defense_config(name: str) -> DictConfig:
-    """conf/defense/<name>.yaml merged over the configs its `defaults` list names."""
-    node = OmegaConf.load(CONF_DIR / "defense" / f"{name}.yaml")
-    parents = [d for d in node.pop("defaults", []) if d != "_self_"]
-    return OmegaConf.merge(*[defense_config(p) for p in parents], node)
 
 
 class Flags(NamedTuple):

@@ -176,23 +176,23 @@ class FineTuner(LightningModule):
                 paired[0] = torch.where(flip, paired[0].flip(3), paired[0])
         features = self.extractor.features(self.extractor.preprocess(x))
         logits = self.head(features)
-        loss = hp.get("ce_weight", 1.0) * F.cross_entropy(logits, labels)
-        if paired and (hp.get("distill_weight") or hp.get("pair_weight")):
+        loss = hp.ce_weight * F.cross_entropy(logits, labels)
+        if paired and (hp.distill_weight or hp.pair_weight):
             source, is_twin = paired
             embedded = F.normalize(features, dim=1)
-            if hp.get("distill_weight"):
+            if hp.distill_weight:
                 with torch.no_grad():
                     target = self.embedding(self._teacher[0], source)
                 distill = (1 - (embedded * target).sum(1)).mean()
                 self.log("train/distill", distill)
                 loss = loss + hp.distill_weight * distill
-            if hp.get("pair_weight") and is_twin.any():
+            if hp.pair_weight and is_twin.any():
                 own = self.embedding(self.extractor, source[is_twin])
                 pair = (1 - (embedded[is_twin] * own).sum(1)).mean()
                 self.log("train/pair", pair)
                 loss = loss + hp.pair_weight * pair
         self.log("train/loss", loss, prog_bar=True)
-        if hp.get("ce_weight", 1.0):  # without cross-entropy the head never trains
+        if hp.ce_weight:  # without cross-entropy the head never trains
             self.log("train/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
         return loss
 
@@ -272,12 +272,12 @@ def public_pairs(ctx: DefenseContext, attacks: list[Attack]
     for p in clean:
         groups[p.identity].append(p)
     sources = {}
+    # perturb_users keeps a mixed attack's parts apart, so match twins to sources by name.
+    by_name = {(p.identity, p.name): p for p in clean}
     for attack in attacks:
         if isinstance(attack, NoAttack):
             continue
-        # perturb_users keeps a mixed attack's parts apart, so match twins to sources by name.
         twins, _ = perturb_users(attack, clean, ctx.perturbed, ctx.progress)
-        by_name = {(p.identity, p.name): p for p in clean}
         for p in twins:
             groups[p.identity].append(p)
             source = by_name.get((p.identity, p.name))
@@ -312,13 +312,13 @@ def robust_extractor(ctx: DefenseContext, settings: DictConfig | dict | None = N
                       "public": sorted(p.key for p in ctx.public_pictures()),
                       "version": RECIPE_VERSION})
     robust = trainable_copy(base, "robust")
-    kind = "robust_invariant" if settings["distill_weight"] or settings["pair_weight"] else "robust"
+    invariance = bool(settings["distill_weight"] or settings["pair_weight"])
+    kind = "robust_invariant" if invariance else "robust"
     robust.name, robust.fingerprint = f"{base.name}+{kind}", f"{base.name}+{kind}-{fp}"
     path = ctx.cache_dir / f"{robust.fingerprint}.pt"
     if path.exists():  # cached: no public pictures to perturb, no head to build
         robust.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     else:
-        invariance = settings["distill_weight"] or settings["pair_weight"]
         groups, sources = public_pairs(ctx, attacks)
         data = PictureSet(groups, base.input_size, sources if invariance else None)
         module = FineTuner(robust, len(data.classes), settings["lr_backbone"], settings["lr_head"],
