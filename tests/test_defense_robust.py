@@ -208,3 +208,35 @@ def test_killed_robust_training_resumes(compose_cfg, tmp_path, cache_dir, caplog
     assert not list(work.glob("*+robust-*.work"))
     resumed = read_results(tmp_path / "resumed" / "results.jsonl")
     assert any(r["defense"] == "robust" for r in resumed)
+
+
+def test_validation_users_are_held_out_of_the_fine_tune_and_scored(compose_cfg, monkeypatch,
+                                                                   tmp_path):
+    trained_on = []
+    real_fine_tune = robust_mod.fine_tune
+    monkeypatch.setattr(robust_mod, "fine_tune",
+                        lambda module, data, *a: trained_on.append(set(data.classes))
+                        or real_fine_tune(module, data, *a))
+    run(compose_cfg(*TINY, *TINY_ROBUST, "defense.validation_users=2", f"+run_dir={tmp_path}"))
+    written = read_results(tmp_path / "results.jsonl")
+    validation = [r for r in written if r["kind"] == "validation"]
+    assert {(r["defense"], r["validation_attack"]) for r in validation} == {
+        ("none", "fawkes_v10 (high)"), ("robust", "fawkes_v10 (high)")}
+    held_out = set(validation[0]["validation_users"])
+    attackers = {r["attacker"] for r in written if r["kind"] == "attacker"}
+    assert len(held_out) == 2 and not held_out & attackers  # public users, never attackers
+    assert len(trained_on) == 1 and len(trained_on[0]) == 2 and not held_out & trained_on[0]
+    for r in validation:
+        assert 0 <= r["protection_rate"] <= 1 and 0 <= r["clean_error"] <= 1
+        assert r["gap"] == pytest.approx(r["protection_rate"] - r["clean_error"])
+    robust = next(r for r in validation if r["defense"] == "robust")
+    assert robust["extractor"] == "zoo_softmax+robust"
+
+
+def test_validation_users_enter_the_recipe_only_when_set(compose_cfg, monkeypatch, tmp_path):
+    from facecure.defenses.robust import recipe_of, settings_of
+    assert "validation_users" not in recipe_of(settings_of({}))  # cached models keep their keys
+    assert recipe_of(settings_of({"validation_users": 3}))["validation_users"] == 3
+    ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST)
+    with pytest.raises(ValueError, match="validation_users=4"):
+        robust_extractor(ctx, {**ctx.cfg.defense, "validation_users": 4})  # 4 public users

@@ -62,6 +62,20 @@ def test_detector_tables_and_cli(tmp_path):
     assert "| lowkey | 0.600 | 0.950 |" in text  # transfer row: train lowkey, test fawkes / lowkey
 
 
+def test_validation_records_make_a_table_under_their_experiment(tmp_path):
+    from facecure.report.build import experiment_section, validation_table
+    rows = [{"kind": "validation", "experiment": "adaptive", "validation_attack": "lowkey",
+             "extractor": name, "validation_users": ["p1", "p2"], "protection_rate": p,
+             "clean_error": e, "gap": p - e}
+            for name, p, e in (("zoo_softmax", 0.9, 0.05), ("zoo_softmax+robust", 0.3, 0.1))]
+    table = validation_table(rows + rows[:1])  # a duplicate run counts once
+    assert table.count("| lowkey |") == 2
+    assert "| lowkey | zoo_softmax+robust | 2 | 30.0 | 10.0 | +20.0 |" in table
+    assert validation_table([]) == ""
+    section = "\n".join(experiment_section("adaptive", [], [], tmp_path, True, rows))
+    assert "held-out public users" in section
+
+
 def test_a_detector_trained_on_a_mix_is_scored_on_each_part_in_table_2():
     from facecure.report.build import detector_tables
 

@@ -35,6 +35,7 @@ from facecure.attacks.base import Attack, NoAttack
 from facecure.data.dataset import Picture
 from facecure.defenses.attacks import build_named_attack
 from facecure.defenses.context import Defended, DefenseContext
+from facecure.defenses.validation import validation_records, validation_users
 from facecure.evaluation.protection import perturb_users
 from facecure.extractors.base import Extractor, resize, to_tensor
 from facecure.extractors.training import fit_resumable
@@ -45,10 +46,12 @@ log = logging.getLogger(__name__)
 # Used where a setting is missing (e.g. a combined-system config that reuses the robust model).
 FINE_TUNE_DEFAULTS = {"steps": 500, "batch_size": 32, "lr_backbone": 1e-4, "lr_head": 1e-3,
                       "weight_decay": 0.0, "flip": True, "freeze_bn": False, "checkpoint_every": 50,
-                      "ce_weight": 1.0, "distill_weight": 0.0, "pair_weight": 0.0}
+                      "ce_weight": 1.0, "distill_weight": 0.0, "pair_weight": 0.0,
+                      "validation_users": 0}
 # Settings that enter a recipe's fingerprint only when they leave their default, so the models
 # cached before they existed keep their fingerprints.
-_NEW_SETTINGS = {"freeze_bn": False, "ce_weight": 1.0, "distill_weight": 0.0, "pair_weight": 0.0}
+_NEW_SETTINGS = {"freeze_bn": False, "ce_weight": 1.0, "distill_weight": 0.0, "pair_weight": 0.0,
+                 "validation_users": 0}
 RECIPE_VERSION = 1  # bump when the training code changes what a recipe produces
 
 
@@ -306,6 +309,7 @@ def robust_extractor(ctx: DefenseContext, settings: DictConfig | dict | None = N
     if not ctx.public.identities:
         raise ValueError("defense=robust needs public users: set defense.public_fraction > 0")
     attacks = train_attacks(ctx, settings.get("train_attacks"))
+    held_out = set(validation_users(ctx, settings["validation_users"]))
     recipe = recipe_of(settings)
     fp = fingerprint({"base": base.fingerprint, "recipe": recipe, "seed": ctx.seed,
                       "attacks": [a.fingerprint for a in attacks],
@@ -320,6 +324,7 @@ def robust_extractor(ctx: DefenseContext, settings: DictConfig | dict | None = N
         robust.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     else:
         groups, sources = public_pairs(ctx, attacks)
+        groups = {user: pictures for user, pictures in groups.items() if user not in held_out}
         data = PictureSet(groups, base.input_size, sources if invariance else None)
         module = FineTuner(robust, len(data.classes), settings["lr_backbone"], settings["lr_head"],
                            settings["weight_decay"], settings["flip"], settings["freeze_bn"],
@@ -329,10 +334,15 @@ def robust_extractor(ctx: DefenseContext, settings: DictConfig | dict | None = N
     return robust.eval().requires_grad_(False).to(ctx.device)
 
 
-def run(ctx: DefenseContext) -> list[Defended]:
-    """1-NN protection with the base extractor and with its robust fine-tune."""
+def run(ctx: DefenseContext) -> list[Defended | dict]:
+    """1-NN protection with the base extractor and with its robust fine-tune (and, with
+    `validation_users`, both scored on the held-out public users)."""
     base = ctx.extractor
     robust = robust_extractor(ctx)
+    settings = settings_of(ctx.cfg.defense)
+    validation = validation_records(ctx, settings["validation_users"],
+                                    train_attacks(ctx, settings.get("train_attacks")),
+                                    [("none", base), ("robust", robust)])
     return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
             Defended(ctx.protection(robust), "robust", robust.name, robust.fingerprint,
-                     {"robust_extractor": robust.name})]
+                     {"robust_extractor": robust.name}), *validation]

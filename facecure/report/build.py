@@ -96,6 +96,22 @@ def detector_tables(detectors: list[dict]) -> str:
     return "\n".join(out)
 
 
+def validation_table(validations: list[dict]) -> str:
+    """Robust recipes scored on public users held out of their fine-tune (the trainer's own
+    check, `defense.validation_users`), one row per (train attack, model)."""
+    if not validations:
+        return ""
+    out = ["### Validation on held-out public users (the trainer's check of its recipe)", "",
+           "| train attack | model | held-out users | protection % | clean error % | gap (points) |",
+           "|---|---|---|---|---|---|"]
+    rows = {(v["validation_attack"], v["extractor"], len(v["validation_users"])): v
+            for v in validations}  # duplicate runs count once
+    for (attack, model, n), v in sorted(rows.items()):
+        out.append(f"| {attack} | {model} | {n} | {_pct(v['protection_rate'])} | "
+                   f"{_pct(v['clean_error'])} | {100 * v['gap']:+.1f} |")
+    return "\n".join(out)
+
+
 def transfer_table(groups: list[dict]) -> str:
     """Table 4's shape: an attack made once against old models (PGD on the oldest eras), and
     each later model's error on clean pictures and on the attacked users, by date."""
@@ -127,7 +143,7 @@ def experiment_figures(groups: list[dict], fig_dir: Path, stem: str, syn: bool) 
 
 
 def experiment_section(experiment, groups: list[dict], detectors: list[dict], fig_dir: Path,
-                       syn: bool) -> list[str]:
+                       syn: bool, validations: list[dict] = ()) -> list[str]:
     """One experiment's tables and figures, under what it reproduces."""
     stem = str(experiment or "run")
     md = [f"## {stem}" + (f": {PAPER[experiment]}" if experiment in PAPER else ""), ""]
@@ -138,6 +154,8 @@ def experiment_section(experiment, groups: list[dict], detectors: list[dict], fi
                transfer, ""]
     if detectors:
         md += [detector_tables(detectors), ""]
+    if validations:
+        md += [validation_table(validations), ""]
     made = experiment_figures(groups, fig_dir, stem, syn)
     md += [f"![{p.stem}](figures/{p.name})" for p in made]
     return md + ([""] if made else [])
@@ -182,7 +200,8 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
     for experiment in experiment_order(names):
         md += experiment_section(experiment, [g for g in groups if g["experiment"] == experiment],
                                  [d for d in data.detectors if d.get("experiment") == experiment],
-                                 fig_dir, syn)
+                                 fig_dir, syn,
+                                 [v for v in data.validations if v.get("experiment") == experiment])
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path

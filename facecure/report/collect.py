@@ -16,6 +16,7 @@ class Collected:
     aggregates: list[dict] = field(default_factory=list)
     attackers: list[dict] = field(default_factory=list)
     detectors: list[dict] = field(default_factory=list)
+    validations: list[dict] = field(default_factory=list)  # robust recipes on held-out public users
     runs: list[dict] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # lines or files that did not parse
 
@@ -43,7 +44,7 @@ def collect(root: str | Path) -> Collected:
                 continue
             kind = record.get("kind")
             {"aggregate": out.aggregates, "attacker": out.attackers, "detector": out.detectors,
-             "run": out.runs}.get(kind, []).append(record)
+             "validation": out.validations, "run": out.runs}.get(kind, []).append(record)
     return out
 
 
