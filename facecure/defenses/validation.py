@@ -34,6 +34,8 @@ def validation_users(ctx: DefenseContext, n: int) -> list[str]:
 
 
 def attack_label(attack: Attack) -> str:
+    if attack.label:
+        return attack.label
     mode = attack.params().get("mode")
     return f"{attack.name} ({mode})" if mode else attack.name
 
