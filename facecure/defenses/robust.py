@@ -340,9 +340,9 @@ def run(ctx: DefenseContext) -> list[Defended | dict]:
     base = ctx.extractor
     robust = robust_extractor(ctx)
     settings = settings_of(ctx.cfg.defense)
-    validation = validation_records(ctx, settings["validation_users"],
-                                    train_attacks(ctx, settings.get("train_attacks")),
-                                    [("none", base), ("robust", robust)])
+    validation = validation_records(
+        ctx, settings["validation_users"], train_attacks(ctx, settings.get("train_attacks")),
+        [("none", base), ("robust", robust)]) if settings["validation_users"] else []
     return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
             Defended(ctx.protection(robust), "robust", robust.name, robust.fingerprint,
                      {"robust_extractor": robust.name}), *validation]

@@ -45,6 +45,8 @@ def validation_records(ctx: DefenseContext, n: int, attacks: list[Attack],
     """One record per (train attack, extractor): mean protection and clean error over the
     held-out public users. `extractors`: (defense label, extractor) pairs."""
     users = validation_users(ctx, n)
+    if not users:
+        return []
     records = []
     for attack in attacks:
         if isinstance(attack, NoAttack):
