@@ -86,7 +86,7 @@ def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
     (a mixed attack holds two attack configs)."""
     if isinstance(spec, DictConfig):
         spec = OmegaConf.to_container(spec, resolve=True)
-    name, label = spec.get("name", spec.get("_target_")), spec.get("label")
+    name = spec.get("name", spec.get("_target_"))
     spec = {k: v for k, v in spec.items() if k not in ATTACK_RUN_KEYS}
     try:
         takes = inspect.signature(get_class(spec["_target_"])).parameters
@@ -108,10 +108,7 @@ def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
     for key, value in spec.items():
         if isinstance(value, dict) and str(value.get("_target_", "")).startswith("facecure.attacks"):
             spec[key] = build_attack(value, pool)
-    attack = instantiate(spec)
-    if label and getattr(attack, "label", "") is None:  # an Attack, for records and reports
-        attack.label = label
-    return attack
+    return instantiate(spec)
 
 
 def budget_lpips(cfg: DictConfig):

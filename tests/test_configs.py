@@ -62,9 +62,7 @@ def test_instantiate_groups(compose_cfg, tmp_path):
     for option in options("attack"):
         # An attack missing from SMALL_ATTACK would train the full zoo for its surrogates.
         cfg = compose_cfg(*generic, f"attack={option}", *SMALL_ATTACK.get(option, []))
-        attack = build_attack(cfg.attack, pool)
-        assert isinstance(attack, Attack)
-        assert attack.label == cfg.attack.get("label")  # e.g. lowkey's "(DSSIM stand-in)"
+        assert isinstance(build_attack(cfg.attack, pool), Attack)
     for option in options("trainer"):
         assert "accelerator" in compose_cfg(f"trainer={option}").trainer
 

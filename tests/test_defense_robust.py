@@ -217,11 +217,14 @@ def test_validation_users_are_held_out_of_the_fine_tune_and_scored(compose_cfg, 
     monkeypatch.setattr(robust_mod, "fine_tune",
                         lambda module, data, *a: trained_on.append(set(data.classes))
                         or real_fine_tune(module, data, *a))
-    run(compose_cfg(*TINY, *TINY_ROBUST, "defense.validation_users=2", f"+run_dir={tmp_path}"))
+    stand_in = ("defense.train_attacks=[{name:lowkey_dssim,steps:2,image_size:null,"
+                "surrogates:[zoo_softmax]}]")
+    run(compose_cfg(*TINY, *TINY_ROBUST, stand_in, "defense.validation_users=2",
+                    f"+run_dir={tmp_path}"))
     written = read_results(tmp_path / "results.jsonl")
     validation = [r for r in written if r["kind"] == "validation"]
-    assert {(r["defense"], r["validation_attack"]) for r in validation} == {
-        ("none", "fawkes_v10 (high)"), ("robust", "fawkes_v10 (high)")}
+    assert {(r["defense"], r["validation_attack"]) for r in validation} == {  # the config's label
+        ("none", "lowkey (DSSIM stand-in)"), ("robust", "lowkey (DSSIM stand-in)")}
     held_out = set(validation[0]["validation_users"])
     attackers = {r["attacker"] for r in written if r["kind"] == "attacker"}
     assert len(held_out) == 2 and not held_out & attackers  # public users, never attackers

@@ -19,7 +19,6 @@ class Attack(ABC):
     """
 
     name = "attack"
-    label: str | None = None  # the config's display label, e.g. "lowkey (DSSIM stand-in)"
     image_size: int | None = None
 
     def params(self) -> dict:

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from facecure.attacks.base import Attack
 from facecure.paths import CONF_DIR
 
 
@@ -42,5 +43,37 @@ def attack_config(ctx, name: str | DictConfig | dict, **overrides) -> DictConfig
 
 def build_named_attack(ctx, name, **overrides):
     """Instantiate attack `name` with surrogates from the run's extractor pool."""
+    return build_attack_config(ctx, attack_config(ctx, name, **overrides))
+
+
+def build_attack_config(ctx, config: DictConfig) -> Attack:
+    """Instantiate a resolved attack config with surrogates from the run's extractor pool."""
     from facecure.app import build_attack  # the app imports defenses: import on use
-    return build_attack(attack_config(ctx, name, **overrides), ctx.pool)
+    return build_attack(config, ctx.pool)
+
+
+def attack_label(cfg: DictConfig | dict) -> str:
+    """How records name an attack: a tool's own label, else name/mode (fawkes_v10/high)."""
+    if cfg.get("label"):
+        return str(cfg["label"])
+    return cfg["name"] + (f"/{cfg['mode']}" if cfg.get("mode") else "")
+
+
+def named_attacks(ctx, entries) -> list[tuple[str, Attack]]:
+    """(label, attack) per entry: an attack config name, "name/mode" (e.g. fawkes_v10/low), or
+    a dict {name: ..., <config overrides>}, or a list of them; null: the run's own attack."""
+    if entries is None:
+        return [(attack_label(ctx.cfg.attack), ctx.attack)]
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            name, _, mode = entry.partition("/")
+            overrides = {"mode": mode} if mode else {}
+        else:
+            overrides = dict(entry)
+            name = overrides.pop("name")
+        config = attack_config(ctx, name, **overrides)  # composed once, for label and attack
+        out.append((attack_label(config), build_attack_config(ctx, config)))
+    return out

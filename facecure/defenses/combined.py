@@ -170,10 +170,10 @@ def detector_flags(ctx: DefenseContext, posted: Posted, budget: float,
     `confidence`) of the clean pictures of the public users held out from its training; None,
     with a warning, when there is no detector."""
     try:
+        from facecure.defenses.attacks import named_attacks
         from facecure.defenses.detector import (
             choose_users,
             detector_settings,
-            named_attacks,
             perturbed_probability,
             train_detector,
         )

@@ -23,13 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, seed_everything
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from facecure.attacks.base import Attack, NoAttack
 from facecure.attacks.mixed import leaf_attacks
 from facecure.data.dataset import Picture
+from facecure.defenses.attacks import named_attacks
 from facecure.extractors.adapters.weights import (
     file_digest,
     load_checkpoint,
@@ -253,33 +254,6 @@ def detector_settings(ctx) -> dict:
     settings = OmegaConf.to_container(root.defense, resolve=True)
     settings.setdefault("seed", ctx.seed)
     return settings
-
-
-def attack_label(cfg: DictConfig | dict) -> str:
-    """How records name an attack: a tool's own label, else name/mode (fawkes_v10/high)."""
-    if cfg.get("label"):
-        return str(cfg["label"])
-    return cfg["name"] + (f"/{cfg['mode']}" if cfg.get("mode") else "")
-
-
-def named_attacks(ctx, entries: list | None) -> list[tuple[str, Attack]]:
-    """(label, attack) per entry: an attack config name, "name/mode" (e.g. fawkes_v10/low), or
-    a dict {name: ..., <config overrides>}; null: the run's own attack."""
-    from facecure.defenses.attacks import attack_config, build_named_attack
-
-    if entries is None:
-        return [(attack_label(ctx.cfg.attack), ctx.attack)]
-    out = []
-    for entry in entries:
-        if isinstance(entry, str):
-            name, _, mode = entry.partition("/")
-            overrides = {"mode": mode} if mode else {}
-        else:
-            overrides = dict(entry)
-            name = overrides.pop("name")
-        out.append((attack_label(attack_config(ctx, name, **overrides)),
-                    build_named_attack(ctx, name, **overrides)))
-    return out
 
 
 def input_size_of(settings: dict, attack: Attack, pictures: list[Picture]) -> int:

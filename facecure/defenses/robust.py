@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from facecure.attacks.base import Attack, NoAttack
 from facecure.data.dataset import Picture
-from facecure.defenses.attacks import build_named_attack
+from facecure.defenses.attacks import named_attacks
 from facecure.defenses.context import Defended, DefenseContext
 from facecure.defenses.validation import validation_records, validation_users
 from facecure.evaluation.protection import perturb_users
@@ -252,18 +252,7 @@ def fine_tune(module: FineTuner, data: PictureSet, settings: dict, seed: int, pa
 def train_attacks(ctx: DefenseContext, names) -> list[Attack]:
     """The attacks the trainer runs on public users: config names, or {name: ..., overrides}
     mappings; null means the run's own attack."""
-    if names is None:
-        return [ctx.attack]
-    if isinstance(names, (str, dict)):
-        names = [names]
-    attacks = []
-    for spec in names:
-        if isinstance(spec, dict):  # {name: <config>, <key>: <override>, ...}
-            overrides = dict(spec)
-            attacks.append(build_named_attack(ctx, overrides.pop("name"), **overrides))
-        else:
-            attacks.append(build_named_attack(ctx, spec))
-    return attacks
+    return [attack for _, attack in named_attacks(ctx, names)]
 
 
 def public_pairs(ctx: DefenseContext, attacks: list[Attack]
@@ -341,7 +330,7 @@ def run(ctx: DefenseContext) -> list[Defended | dict]:
     robust = robust_extractor(ctx)
     settings = settings_of(ctx.cfg.defense)
     validation = validation_records(
-        ctx, settings["validation_users"], train_attacks(ctx, settings.get("train_attacks")),
+        ctx, settings["validation_users"], named_attacks(ctx, settings.get("train_attacks")),
         [("none", base), ("robust", robust)]) if settings["validation_users"] else []
     return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
             Defended(ctx.protection(robust), "robust", robust.name, robust.fingerprint,

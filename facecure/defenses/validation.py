@@ -33,22 +33,16 @@ def validation_users(ctx: DefenseContext, n: int) -> list[str]:
     return sorted(order[:n].tolist())
 
 
-def attack_label(attack: Attack) -> str:
-    if attack.label:
-        return attack.label
-    mode = attack.params().get("mode")
-    return f"{attack.name} ({mode})" if mode else attack.name
-
-
-def validation_records(ctx: DefenseContext, n: int, attacks: list[Attack],
+def validation_records(ctx: DefenseContext, n: int, attacks: list[tuple[str, Attack]],
                        extractors: list[tuple[str, Extractor]]) -> list[dict]:
     """One record per (train attack, extractor): mean protection and clean error over the
-    held-out public users. `extractors`: (defense label, extractor) pairs."""
+    held-out public users. `attacks`: (label, attack) pairs, as `named_attacks` gives them;
+    `extractors`: (defense label, extractor) pairs."""
     users = validation_users(ctx, n)
     if not users:
         return []
     records = []
-    for attack in attacks:
+    for label, attack in attacks:
         if isinstance(attack, NoAttack):
             continue
         for defense, extractor in extractors:
@@ -59,11 +53,11 @@ def validation_records(ctx: DefenseContext, n: int, attacks: list[Attack],
             records.append({
                 "kind": "validation", "defense": defense, "extractor": extractor.name,
                 "extractor_fingerprint": extractor.fingerprint,
-                "validation_attack": attack_label(attack),
+                "validation_attack": label,
                 "validation_attack_fingerprint": attack.fingerprint,
                 "validation_users": users, "protection_rate": protection,
                 "clean_error": clean_error, "gap": protection - clean_error})
             log.info("validation on %d held-out public users, %s vs %s: protection %.1f%%, "
-                     "clean error %.1f%%", len(users), attack_label(attack), extractor.name,
+                     "clean error %.1f%%", len(users), label, extractor.name,
                      100 * protection, 100 * clean_error)
     return records
