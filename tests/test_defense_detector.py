@@ -15,11 +15,13 @@ from facecure.app import run
 from facecure.defenses.detector import (
     DetectorModule,
     build_detector,
+    changed_scores,
     choose_users,
     detection_metrics,
     load_or_train,
     perturbed_probability,
     training_settings,
+    unchanged_twins,
 )
 from facecure.extractors.adapters.weights import IncompatibleWeightsError
 from facecure.results import read_results
@@ -51,7 +53,8 @@ def test_tiny_run_writes_one_detector_record_per_attack_pair(compose_cfg, tmp_pa
     assert [(r["train_attack"], r["test_attack"]) for r in records] == [
         ("fawkes_v10/low", "fawkes_v10/low"), ("fawkes_v10/low", "fawkes_v10/mid")]
     for r in records:
-        assert all(0 <= r[k] <= 1 for k in ("accuracy", "precision", "recall", "auc"))
+        assert all(0 <= r[k] <= 1 for k in ("accuracy", "precision", "recall", "auc",
+                                            "unchanged_share"))
         # 8 identities, half public: 4 public users split 25:20 -> 2 train, 2 test
         assert (r["n_train_users"], r["n_test_users"]) == (2, 2)
         assert r["n_test_pictures"] == 2 * 2 * 5 and r["defense"] == "detector"
@@ -144,6 +147,24 @@ def test_training_lowers_the_loss_and_separates_the_pictures():
     p = perturbed_probability(detector, [a.permute(1, 2, 0).numpy() for a in x])
     assert p.shape == (len(x),) and ((0 <= p) & (p <= 1)).all()
     assert detection_metrics(p, y.numpy())["auc"] > 0.9
+
+
+def test_twins_the_attack_left_unchanged_are_counted_and_scored_apart():
+    clean = torch.full((4, 3, 8, 8), 100, dtype=torch.uint8)
+    perturbed = clean.clone()
+    perturbed[1, 0, 0, 0] += 2     # within 2/255 everywhere: unchanged
+    perturbed[2, 1, 3, 3] += 3     # one pixel 3/255 off: changed
+    perturbed[3] += 8
+    unchanged = unchanged_twins(clean, perturbed, tolerance=2)
+    assert unchanged.tolist() == [True, True, False, False]
+    # Clean pictures score 0.2 and 0.4..., changed twins are found; unchanged ones look clean.
+    p = np.array([0.2, 0.4, 0.3, 0.1, 0.1, 0.3, 0.9, 0.8])
+    labels = np.r_[np.zeros(4), np.ones(4)]
+    scores = changed_scores(p, labels, unchanged, threshold=0.5)
+    assert scores == pytest.approx({"unchanged_share": 0.5, "recall_changed": 1.0,
+                                    "auc_changed": 1.0})
+    assert detection_metrics(p, labels)["auc"] < 0.8  # all twins: the no-ops pull AUC down
+    assert changed_scores(p, labels, np.ones(4, bool), 0.5) == {"unchanged_share": 1.0}
 
 
 def test_metrics_and_user_choice():

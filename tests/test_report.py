@@ -58,7 +58,7 @@ def test_detector_tables_and_cli(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))  # logged, offline
     assert out.stdout.strip().endswith("report.md")
-    assert "| fawkes_v10/high | 90.0 | 80.0 | 70.0 | 0.950 | 25 / 20 | scratch |" in text
+    assert "| fawkes_v10/high | 90.0 | 80.0 | 70.0 | 0.950 | - | - | 25 / 20 | scratch |" in text
     assert "| lowkey | 0.600 | 0.950 |" in text  # transfer row: train lowkey, test fawkes / lowkey
 
 
@@ -87,6 +87,19 @@ def test_a_detector_trained_on_a_mix_is_scored_on_each_part_in_table_2():
     table_2 = detector_tables(rows).split("### Detector transfer")[0]
     assert "| fawkes_v10/low (trained on fawkes_v10/low+mid+high) | 90.0 |" in table_2
     assert "0.910" in table_2 and "0.520" not in table_2  # LowKey is not part of the mix
+    assert "Unchanged twins" not in table_2  # records without the diagnostic say "-"
+
+
+def test_table_2_gives_the_share_of_unchanged_twins_and_the_auc_without_them():
+    from facecure.report.build import detector_tables
+
+    row = {"kind": "detector", "train_attack": "fawkes_v10/low", "test_attack": "fawkes_v10/low",
+           "accuracy": 0.88, "precision": 0.97, "recall": 0.78, "auc": 0.943,
+           "unchanged_share": 0.088, "auc_changed": 0.97, "n_train_users": 25,
+           "n_test_users": 20, "init": "scratch"}
+    table = detector_tables([row])
+    assert "| fawkes_v10/low | 88.0 | 97.0 | 78.0 | 0.943 | 8.8 | 0.970 | 25 / 20 | scratch |" in table
+    assert "Unchanged twins" in table
 
 
 def test_empty_folder_is_a_clear_error(tmp_path):
