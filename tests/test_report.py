@@ -60,6 +60,12 @@ def test_detector_tables_and_cli(tmp_path):
     assert out.stdout.strip().endswith("report.md")
     assert "| fawkes_v10/high | 90.0 | 80.0 | 70.0 | 0.950 | - | - | 25 / 20 | scratch |" in text
     assert "| lowkey | 0.600 | 0.950 |" in text  # transfer row: train lowkey, test fawkes / lowkey
+    assert "`detectors.csv` every detector record" in text
+    with open(tmp_path / "detectors.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["train_attack"], r["test_attack"], float(r["auc"])) for r in table] == [
+        (r["train_attack"], r["test_attack"], r["auc"]) for r in rows]
+    assert not (tmp_path / "validations.csv").exists()
 
 
 def test_validation_records_make_a_table_under_their_experiment(tmp_path):
@@ -74,6 +80,14 @@ def test_validation_records_make_a_table_under_their_experiment(tmp_path):
     assert validation_table([]) == ""
     section = "\n".join(experiment_section("adaptive", [], [], tmp_path, True, rows))
     assert "held-out public users" in section
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "detectors.csv").write_text("stale\n")  # from an earlier report of this folder
+    build_report(tmp_path)
+    with open(tmp_path / "validations.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["extractor"], r["validation_users"], float(r["gap"])) for r in table] == [
+        ("zoo_softmax", "p1 p2", 0.9 - 0.05), ("zoo_softmax+robust", "p1 p2", 0.3 - 0.1)]
+    assert not (tmp_path / "detectors.csv").exists()
 
 
 def test_a_detector_trained_on_a_mix_is_scored_on_each_part_in_table_2():

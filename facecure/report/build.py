@@ -177,6 +177,23 @@ def write_csv(groups: list[dict], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def write_records_csv(records: list[dict], path: Path) -> bool:
+    """Detector or validation records, one row each, their scalar fields as columns (lists,
+    such as a validation's users, are joined by spaces); nothing written without records."""
+    if not records:
+        path.unlink(missing_ok=True)  # a report rebuilt without them keeps no stale file
+        return False
+    fields = list(dict.fromkeys(k for r in records for k in r if not isinstance(r[k], dict)))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: " ".join(map(str, v)) if isinstance(v, list) else v
+                         for k, v in r.items() if k in fields})
+    atomic_write_text(path, buf.getvalue())
+    return True
+
+
 def build_report(root: str | Path, out: str | Path | None = None) -> Path:
     """Aggregate every results.jsonl below `root`; returns the report.md written."""
     root = Path(root)
@@ -184,11 +201,14 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     data: Collected = collect(root)
-    if not (data.attackers or data.detectors):
+    if not (data.attackers or data.detectors or data.validations):
         raise SystemExit(f"no results.jsonl records below {root}: nothing to report")
     groups = group_attackers(data.attackers)
     syn = data.synthetic
     write_csv(groups, out / "results.csv")
+    extra = [(kind, f"{kind}s.csv") for kind, records in (("detector", data.detectors),
+                                                          ("validation", data.validations))
+             if write_records_csv(records, out / f"{kind}s.csv")]
     md = ["# FaceCure report", ""]
     if syn:
         md += ["> **These results are on synthetic faces** (FaceCure's embedded default: procedurally "
@@ -199,10 +219,12 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
            "Protection rate: share of an attacker's unperturbed test pictures the trainer's model "
            "does not recognise, mean ± std over attacker users (seeds pooled); clean accuracy: "
            "the other users' test pictures. Budgets are measured on the stored pictures. "
-           "`results.csv` holds every row below.", ""]
+           "`results.csv` holds every protection row below"
+           + "".join(f", `{name}` every {kind} record" for kind, name in extra) + ".", ""]
     if data.unreadable:
         md += [f"Unreadable lines (a run killed while writing?): {', '.join(data.unreadable)}", ""]
-    names = {g["experiment"] for g in groups} | {d.get("experiment") for d in data.detectors}
+    names = {g["experiment"] for g in groups} | {
+        r.get("experiment") for r in data.detectors + data.validations}
     for experiment in experiment_order(names):
         md += experiment_section(experiment, [g for g in groups if g["experiment"] == experiment],
                                  [d for d in data.detectors if d.get("experiment") == experiment],
@@ -225,6 +247,11 @@ def log_to_wandb(report: Path, mode: str, project: str) -> None:
             rows = list(csv.reader(f))
         if rows:
             run.log({"report/results": wandb.Table(columns=rows[0], data=rows[1:])})
+        for name in ("detectors", "validations"):
+            if (report.parent / f"{name}.csv").exists():
+                with open(report.parent / f"{name}.csv") as f:
+                    rows = list(csv.reader(f))
+                run.log({f"report/{name}": wandb.Table(columns=rows[0], data=rows[1:])})
         for png in sorted((report.parent / "figures").glob("*.png")):
             run.log({f"report/{png.stem}": wandb.Image(str(png))})
     finally:
