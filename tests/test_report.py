@@ -61,6 +61,9 @@ def test_detector_tables_and_cli(tmp_path):
     assert "| fawkes_v10/high | 90.0 | 80.0 | 70.0 | 0.950 | - | - | 25 / 20 | scratch |" in text
     assert "| lowkey | 0.600 | 0.950 |" in text  # transfer row: train lowkey, test fawkes / lowkey
     assert "`detectors.csv` every detector record" in text
+    heatmap = tmp_path / "figures" / "run_detector_transfer.png"
+    assert f"](figures/{heatmap.name})" in text
+    assert Image.open(heatmap).size[0] > 300
     with open(tmp_path / "detectors.csv") as f:
         table = list(csv.DictReader(f))
     assert [(r["train_attack"], r["test_attack"], float(r["auc"])) for r in table] == [

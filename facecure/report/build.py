@@ -163,6 +163,9 @@ def experiment_section(experiment, groups: list[dict], detectors: list[dict], fi
     if validations:
         md += [validation_table(validations), ""]
     made = experiment_figures(groups, fig_dir, stem, syn)
+    if detectors and (heatmap := figures.detector_transfer(
+            detectors, fig_dir / f"{stem}_detector_transfer.png", syn)):
+        made.append(heatmap)
     md += [f"![{p.stem}](figures/{p.name})" for p in made]
     return md + ([""] if made else [])
 

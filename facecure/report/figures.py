@@ -141,3 +141,31 @@ def paired_bars(groups: list[dict], key: str, path: Path, synthetic: bool, title
         ax.set_title(f"{title}: {attack}", fontsize=9)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return _finish(fig, path, synthetic)
+
+
+def detector_transfer(detectors: list[dict], path: Path, synthetic: bool) -> Path | None:
+    """Table 3 as a heatmap: the AUC of each detector (rows: the attack it was trained on) on
+    each attack (columns), the figure's number in each cell; the last record of a cell wins."""
+    trains = sorted({d["train_attack"] for d in detectors})
+    tests = sorted({d["test_attack"] for d in detectors})
+    if len(trains) < 2 and len(tests) < 2:
+        return None
+    auc = np.full((len(trains), len(tests)), np.nan)
+    for d in detectors:
+        auc[trains.index(d["train_attack"]), tests.index(d["test_attack"])] = d["auc"]
+    fig, ax = plt.subplots(figsize=(1.0 * len(tests) + 3.5, 0.6 * len(trains) + 2.2))
+    # AUC 0.5 is chance: the colour scale starts there, so a pale cell is a weak detector.
+    image = ax.imshow(auc, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
+    for (i, j), v in np.ndenumerate(auc):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8,
+                    color="black" if v > 0.8 else "white")
+    # attack labels break after their "/" (fawkes_v10/\nlow) and at spaces
+    ax.set_xticks(range(len(tests)), [tick_label(t.replace("/", "/ "), 10).replace("/ ", "/")
+                                      for t in tests], fontsize=7)
+    ax.set_yticks(range(len(trains)), trains, fontsize=7)
+    ax.set_xlabel("tested on")
+    ax.set_ylabel("trained on")
+    ax.set_title("detector transfer (Table 3): AUC on held-out users", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    return _finish(fig, path, synthetic)
