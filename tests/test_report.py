@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import TINY
 from PIL import Image
 
@@ -194,3 +195,32 @@ def test_sections_follow_the_papers_order_and_each_has_its_own_figure(tmp_path):
     assert text.index("## baseline: Fig. 2 (left)") < text.index("## oblivious: Figs. 4 and 5")
     for e in ("baseline", "oblivious"):
         assert f"figures/{e}_protection.png" in text and (tmp_path / "figures" / f"{e}_protection.png").exists()
+
+
+def test_the_gap_table_pairs_each_model_with_its_own_clean_error_per_attacker():
+    from facecure.report.gaps import gap_table, paired_gaps
+
+    def rec(fp, attack, attacker, rate, **extra):
+        return {"kind": "attacker", "experiment": "adaptive", "dataset": "d", "seed": 0,
+                "extractor": fp.split("-")[0], "extractor_fingerprint": fp,
+                "defense": "robust" if "robust" in fp else "none", "attack": attack,
+                "attack_fingerprint": attack, "attacker": attacker, "protection_rate": rate,
+                **extra}
+    base, robust = "m-1", "m+robust-2"
+    rows = [rec(base, "none", a, 0.0) for a in ("a1", "a2")]
+    rows += [rec(base, "lowkey", "a1", 1.0), rec(base, "lowkey", "a2", 0.5)]
+    rows += [rec(robust, "none", "a1", 0.25), rec(robust, "none", "a2", 0.0)]
+    rows += [rec(robust, "lowkey", "a1", 0.5), rec(robust, "lowkey", "a2", 0.0)]
+    rows += [rec(robust, "lowkey", "a1", 0.5)]  # a second run scoring the same model: once
+    rows += [rec(robust, "lowkey", "a3", 1.0)]  # no clean record for a3: left out
+    rows += [rec(robust, "lowkey", "a1", 0.0, system="top2")]  # a combined system: not a model
+    gaps = {g["model"]: g for g in paired_gaps(rows)}
+    assert set(gaps) == {"m", "m+robust"}
+    assert gaps["m"]["attackers"] == 2 and gaps["m"]["gap"] == pytest.approx(0.75)
+    r = gaps["m+robust"]
+    assert (r["attackers"], r["protection"], r["clean_error"]) == (2, 0.25, 0.125)
+    assert r["gap"] == pytest.approx(0.125) and r["ci95"] > 0
+    table = gap_table(rows)
+    assert "| lowkey | m+robust | 2 | 25.0 | 12.5 | +12.5 |" in table
+    # no robust model in the experiment: no table (the oblivious sweep has none)
+    assert gap_table([r for r in rows if r["defense"] == "none"]) == ""

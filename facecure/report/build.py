@@ -8,6 +8,7 @@ from pathlib import Path
 
 from facecure.report import figures
 from facecure.report.collect import Collected, collect
+from facecure.report.gaps import gap_table
 from facecure.report.groups import clean_baselines, group_attackers, is_plain
 from facecure.utils.io import atomic_write_text
 
@@ -149,12 +150,15 @@ def experiment_figures(groups: list[dict], fig_dir: Path, stem: str, syn: bool) 
 
 
 def experiment_section(experiment, groups: list[dict], detectors: list[dict], fig_dir: Path,
-                       syn: bool, validations: list[dict] = ()) -> list[str]:
+                       syn: bool, validations: list[dict] = (),
+                       attackers: list[dict] = ()) -> list[str]:
     """One experiment's tables and figures, under what it reproduces."""
     stem = str(experiment or "run")
     md = [f"## {stem}" + (f": {PAPER[experiment]}" if experiment in PAPER else ""), ""]
     if groups:
         md += [protection_table(groups), ""]
+    if gaps := gap_table(attackers):
+        md += [gaps, ""]
     if transfer := transfer_table(groups):
         md += ["### Transfer across time (Table 4: PGD made against the oldest eras)", "",
                transfer, ""]
@@ -232,7 +236,8 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
         md += experiment_section(experiment, [g for g in groups if g["experiment"] == experiment],
                                  [d for d in data.detectors if d.get("experiment") == experiment],
                                  fig_dir, syn,
-                                 [v for v in data.validations if v.get("experiment") == experiment])
+                                 [v for v in data.validations if v.get("experiment") == experiment],
+                                 [a for a in data.attackers if a.get("experiment") == experiment])
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path
