@@ -6,9 +6,10 @@ from facecure.attacks.fawkes_v03 import FAWKES_V03_MODES, FawkesV03
 from facecure.attacks.from_dir import FromDir
 from facecure.attacks.lowkey import LowKey, lpips_distance
 from facecure.attacks.mixed import MixedAttack
+from facecure.attacks.noise import RandomNoise
 from facecure.attacks.pgd import PGD
 from facecure.attacks.store import PerturbedStore
 
 __all__ = ["FAWKES_V03_MODES", "FAWKES_V10_MODES", "Attack", "FawkesCLI", "FawkesNotInstalled",
            "FawkesV03", "FawkesV10", "FromDir", "LowKey", "MixedAttack", "NoAttack", "PGD",
-           "PerturbedStore", "ProvidedAttack", "lpips_distance"]
+           "PerturbedStore", "ProvidedAttack", "RandomNoise", "lpips_distance"]

@@ -1,8 +1,10 @@
 """The attack interface: a protection tool that perturbs a user's pictures before posting."""
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 import torch
@@ -20,13 +22,25 @@ class Attack(ABC):
 
     name = "attack"
     image_size: int | None = None
+    # Constructor settings deliberately left out of params(): they cannot change the pictures
+    # (a label, a timeout) or are keyed another way. Every other setting must be in params().
+    unkeyed: tuple[str, ...] = ()
 
     def params(self) -> dict:
         return {"name": self.name, "image_size": self.image_size}
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.name}-{fingerprint(self.params())}"
+        params = self.params()
+        missing = [s for s in settings_of(type(self)) if s not in params and s not in self.unkeyed]
+        if missing:  # a new attack's easy slip, and a silent one: refuse it
+            cls = type(self).__name__
+            raise TypeError(
+                f"{cls}.params() leaves out its setting(s) {', '.join(missing)}: the perturbed "
+                f"store keys pictures by params(), so pictures made with another {missing[0]} "
+                f"would be reused. Add them to params(), or to {cls}.unkeyed if they cannot "
+                "change the pictures")
+        return f"{self.name}-{fingerprint(params)}"
 
     @abstractmethod
     def perturb(self, x: torch.Tensor, identities: Sequence[str]) -> torch.Tensor:
@@ -56,3 +70,11 @@ class NoAttack(Attack):
 
     def perturb(self, x: torch.Tensor, identities: Sequence[str]) -> torch.Tensor:
         return x
+
+
+@cache
+def settings_of(cls: type) -> tuple[str, ...]:
+    """The named arguments of an attack class's constructor."""
+    takes = inspect.signature(cls.__init__).parameters.values()
+    return tuple(p.name for p in takes if p.name != "self"
+                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))

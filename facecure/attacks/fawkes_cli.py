@@ -42,6 +42,7 @@ class FawkesCLI(ProvidedAttack):
     """
 
     name = "fawkes_cli"
+    unkeyed = ("timeout",)  # how long to wait, not what comes out
     image_size = None
 
     def __init__(self, program: str = "fawkes", mode: str = "high", fawkes_batch_size: int = 1,

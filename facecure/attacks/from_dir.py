@@ -29,6 +29,7 @@ class FromDir(ProvidedAttack):
     """
 
     name = "from_dir"
+    unkeyed = ("label",)  # free text; the files' digest keys the pictures
     image_size = None
 
     def __init__(self, root: str | None = None, naming: str = "auto", mode: str | None = "any",

@@ -90,6 +90,7 @@ def lpips_distance(x: torch.Tensor, y: torch.Tensor,
 
 class LowKey(Attack):
     name = "lowkey"
+    unkeyed = ("alexnet_weights",)  # a path to the published file; perceptual names the penalty
 
     def __init__(self, surrogates: Sequence[Extractor], steps: int = 50, step_size: float = 0.0025,
                  noise: float = 0.005, blur_kernel: int = 7, blur_sigma: float = 3.0,

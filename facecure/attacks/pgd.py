@@ -29,6 +29,7 @@ from facecure.utils.io import fingerprint
 
 class PGD(Attack):
     name = "pgd"
+    unkeyed = ("candidates",)  # keyed by params() when targeted; untargeted PGD ignores them
 
     def __init__(self, surrogates: Sequence[Extractor], epsilon: float = 16 / 255, steps: int = 100,
                  step_size: float | None = None, random_start: bool = True, targeted: bool = False,
