@@ -222,5 +222,9 @@ def test_the_gap_table_pairs_each_model_with_its_own_clean_error_per_attacker():
     assert r["gap"] == pytest.approx(0.125) and r["ci95"] > 0
     table = gap_table(rows)
     assert "| lowkey | m+robust | 2 | 25.0 | 12.5 | +12.5 |" in table
+    # a second seed: one more pair, the same two attackers
+    seed_1 = [rec(robust, "none", "a1", 0.0, seed=1), rec(robust, "lowkey", "a1", 0.5, seed=1)]
+    r = {g["model"]: g for g in paired_gaps(rows + seed_1)}["m+robust"]
+    assert (r["attackers"], r["pairs"]) == (2, 3) and r["gap"] == pytest.approx(0.25)
     # no robust model in the experiment: no table (the oblivious sweep has none)
     assert gap_table([r for r in rows if r["defense"] == "none"]) == ""

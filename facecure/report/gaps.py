@@ -38,9 +38,10 @@ def paired_gaps(attackers: list[dict]) -> list[dict]:
     rows = []
     for (experiment, model, attack), by_attacker in sorted(pairs.items()):
         p, c = np.array(list(by_attacker.values())).T
+        attackers = {key[3] for key in by_attacker}  # seeds pooled, as in the protection table
         gap = summarize(p - c)  # the tool's spread: Student t over attackers, as elsewhere
         rows.append({"experiment": experiment, "model": model, "attack": attack,
-                     "attackers": len(p), "protection": float(p.mean()),
+                     "attackers": len(attackers), "pairs": len(p), "protection": float(p.mean()),
                      "clean_error": float(c.mean()), "gap": gap["mean"], "ci95": gap["ci95"]})
     return rows
 
@@ -61,6 +62,6 @@ def gap_table(attackers: list[dict]) -> str:
                    f"{100 * g['protection']:.1f} | {100 * g['clean_error']:.1f} | "
                    f"{100 * g['gap']:+.1f} | {ci} |")
     out += ["", "Gap: the model's protection rate minus its own clean error on the same "
-            "attackers, averaged over attackers; interval: 95% Student t over attackers. A robust "
-            "model the attack no longer fools has a gap near zero."]
+            "attackers, averaged over attackers (seeds pooled); interval: 95% Student t over them. "
+            "A robust model the attack no longer fools has a gap near zero."]
     return "\n".join(out)
