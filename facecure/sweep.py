@@ -47,6 +47,14 @@ def sweep_status(sweep_dir: Path, since: float = 0.0) -> dict[str, list[str]]:
     return status
 
 
+def failure_line(sweep_dir: Path, job: str) -> str:
+    """`<job>: <last line of its error.txt>`, or that it died without a traceback."""
+    error = sweep_dir / job / "error.txt"
+    if not error.exists():
+        return f"{job}: died without a traceback (killed, out of memory, or still running)"
+    return f"{job}: " + (error.read_text().strip().splitlines() or ["?"])[-1]
+
+
 class SweepSummary(Callback):
     """`hydra.callbacks.sweep_summary`: prints the sweep's outcome when every job has ended."""
 
@@ -62,9 +70,7 @@ class SweepSummary(Callback):
         print(f"sweep {sweep_dir}: {len(status['finished'])} jobs finished, "
               f"{len(status['failed'])} failed; report: facecure-report {sweep_dir}")
         if status["failed"]:
-            lines = [f"{job}: " + ((sweep_dir / job / "error.txt").read_text().strip().splitlines() or ["?"])[-1]
-                     if (sweep_dir / job / "error.txt").exists() else f"{job}: died without a traceback"
-                     for job in status["failed"]]
+            lines = [failure_line(sweep_dir, job) for job in status["failed"]]
             atomic_write_text(sweep_dir / "failed_jobs.txt", "\n".join(lines) + "\n")
             print("failed jobs (details in each folder's error.txt):\n  " + "\n  ".join(lines))
             raise SystemExit(1)

@@ -228,3 +228,19 @@ def test_the_gap_table_pairs_each_model_with_its_own_clean_error_per_attacker():
     assert (r["attackers"], r["pairs"]) == (2, 3) and r["gap"] == pytest.approx(0.25)
     # no robust model in the experiment: no table (the oblivious sweep has none)
     assert gap_table([r for r in rows if r["defense"] == "none"]) == ""
+
+
+def test_the_report_names_the_jobs_that_left_no_results(tmp_path):
+    rows = [{"kind": "detector", "train_attack": "a", "test_attack": "a", "accuracy": 0.9,
+             "precision": 0.9, "recall": 0.9, "auc": 0.9}]
+    done, failed, killed = (tmp_path / f"attack={a}" for a in ("a", "b", "c"))
+    for job in (done, failed, killed):
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text("{}\n")
+    (done / "results.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (failed / "error.txt").write_text("Traceback ...\nValueError: attack 'b' has no setting x\n")
+    text = build_report(tmp_path).read_text()
+    assert "**Jobs without results.**" in text
+    assert "- attack=b: ValueError: attack 'b' has no setting x" in text
+    assert "- attack=c: died without a traceback" in text
+    assert "attack=a:" not in text

@@ -10,6 +10,7 @@ from facecure.report import figures
 from facecure.report.collect import Collected, collect
 from facecure.report.gaps import gap_table
 from facecure.report.groups import clean_baselines, group_attackers, is_plain
+from facecure.sweep import failure_line, sweep_status
 from facecure.utils.io import atomic_write_text
 
 
@@ -228,6 +229,10 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
            "the other users' test pictures. Budgets are measured on the stored pictures. "
            "`results.csv` holds every protection row below"
            + "".join(f", `{name}` every {kind} record" for kind, name in extra) + ".", ""]
+    if root.is_dir() and (jobs := sweep_status(root)["failed"]):
+        md += ["**Jobs without results.** These job folders hold a config but no results.jsonl "
+               "(a failure, a kill, or a job still running); their numbers are missing below:",
+               ""] + [f"- {failure_line(root, job)}" for job in jobs] + [""]
     if data.unreadable:
         md += [f"Unreadable lines (a run killed while writing?): {', '.join(data.unreadable)}", ""]
     names = {g["experiment"] for g in groups} | {
