@@ -256,14 +256,10 @@ def log_to_wandb(report: Path, mode: str, project: str) -> None:
                      name=f"report/{report.parent.name}",
                      settings=wandb.Settings(console="off", x_disable_stats=True))
     try:
-        with open(report.parent / "results.csv") as f:
-            rows = list(csv.reader(f))
-        if rows:
-            run.log({"report/results": wandb.Table(columns=rows[0], data=rows[1:])})
-        for name in ("detectors", "validations"):
-            if (report.parent / f"{name}.csv").exists():
-                with open(report.parent / f"{name}.csv") as f:
-                    rows = list(csv.reader(f))
+        for name in ("results", "detectors", "validations"):
+            path = report.parent / f"{name}.csv"
+            rows = list(csv.reader(io.StringIO(path.read_text()))) if path.exists() else []
+            if rows:
                 run.log({f"report/{name}": wandb.Table(columns=rows[0], data=rows[1:])})
         for png in sorted((report.parent / "figures").glob("*.png")):
             run.log({f"report/{png.stem}": wandb.Image(str(png))})
