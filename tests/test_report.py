@@ -244,3 +244,15 @@ def test_the_report_names_the_jobs_that_left_no_results(tmp_path):
     assert "- attack=b: ValueError: attack 'b' has no setting x" in text
     assert "- attack=c: died without a traceback" in text
     assert "attack=a:" not in text
+
+
+def test_the_transfer_table_keeps_the_order_the_runs_list_their_attacks():
+    from facecure.report.build import detector_tables
+
+    order = ["fawkes_v10/low", "fawkes_v10/mid", "fawkes_v10/high", "lowkey"]  # not alphabetical
+    rows = [{"kind": "detector", "train_attack": t, "test_attack": s, "accuracy": 0.9,
+             "precision": 0.9, "recall": 0.9, "auc": 0.9} for t in order for s in order]
+    table_3 = detector_tables(rows).split("### Detector transfer")[1]
+    assert "| train \\ test | " + " | ".join(order) + " |" in table_3
+    assert [line.split(" |")[0][2:] for line in table_3.splitlines() if line.startswith("| f")
+            or line.startswith("| l")] == order

@@ -92,8 +92,8 @@ def detector_tables(detectors: list[dict]) -> str:
         out += ["", "Unchanged twins: perturbed pictures the attack left within "
                 "`defense.unchanged_tolerance`/255 of the clean picture in every pixel (Fawkes "
                 "returns its start when no step kept to its budget); no detector can flag them."]
-    trains = sorted({d["train_attack"] for d in detectors})
-    tests = sorted({d["test_attack"] for d in detectors})
+    trains = list(dict.fromkeys(d["train_attack"] for d in detectors))  # as the runs list them
+    tests = list(dict.fromkeys(d["test_attack"] for d in detectors))
     if len(trains) > 1 or len(tests) > 1:
         auc = {(d["train_attack"], d["test_attack"]): d["auc"] for d in detectors}
         out += ["", "### Detector transfer (Table 3: AUC, trained on the row's attack, tested on the column's)",

@@ -146,8 +146,8 @@ def paired_bars(groups: list[dict], key: str, path: Path, synthetic: bool, title
 def detector_transfer(detectors: list[dict], path: Path, synthetic: bool) -> Path | None:
     """Table 3 as a heatmap: the AUC of each detector (rows: the attack it was trained on) on
     each attack (columns), the figure's number in each cell; the last record of a cell wins."""
-    trains = sorted({d["train_attack"] for d in detectors})
-    tests = sorted({d["test_attack"] for d in detectors})
+    trains = list(dict.fromkeys(d["train_attack"] for d in detectors))  # as the runs list them
+    tests = list(dict.fromkeys(d["test_attack"] for d in detectors))
     if len(trains) < 2 and len(tests) < 2:
         return None
     auc = np.full((len(trains), len(tests)), np.nan)
