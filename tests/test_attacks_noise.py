@@ -1,4 +1,9 @@
-"""attack=noise: the random-noise control, and the rule that params() key every setting."""
+"""attack=noise: the random-noise control; the rule that params() key every setting; a new
+protection added from outside FaceCure's tree."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import TINY_DATA, TINY_ZOO
@@ -62,3 +67,51 @@ def test_an_attack_must_key_every_setting():
             return {**super().params(), "sigma": self.sigma}
 
     assert Keyed(sigma=2).fingerprint != Keyed(sigma=1).fingerprint
+
+
+BLUR_MODULE = '''
+from torchvision.transforms.functional import gaussian_blur
+
+from facecure.attacks.base import Attack
+
+
+class Blur(Attack):
+    name = "blur"
+
+    def __init__(self, sigma: float = 1.0, image_size=None, seed: int = 0):
+        self.sigma, self.image_size, self.seed = sigma, image_size, seed
+
+    def params(self):
+        return {**super().params(), "sigma": self.sigma, "seed": self.seed}
+
+    def perturb(self, x, identities):
+        return gaussian_blur(x, kernel_size=5, sigma=self.sigma).clamp(0, 1)
+'''
+BLUR_CONFIG = """_target_: my_protection.Blur
+name: blur
+sigma: 1.0
+image_size: null
+seed: ${seed}
+unprotected: 0
+batch_size: 64
+"""
+
+
+def test_a_protection_kept_in_its_own_folder_runs_as_attack_and_as_a_defense_s_black_box(
+        tmp_path, cache_dir):
+    """One file and one config outside FaceCure's tree, found through hydra.searchpath: the
+    run's attack, and the attack the adaptive trainer calls on its public users."""
+    (tmp_path / "my_protection.py").write_text(BLUR_MODULE)
+    (tmp_path / "conf" / "attack").mkdir(parents=True)
+    (tmp_path / "conf" / "attack" / "blur.yaml").write_text(BLUR_CONFIG)
+    out = tmp_path / "run"
+    env = {**os.environ, "FACECURE_CACHE": str(cache_dir), "PYTHONPATH": str(tmp_path)}
+    cmd = [sys.executable, "-m", "facecure.cli", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+           *TINY_ZOO, *TINY_DATA, "n_attackers=2", "progress=false",
+           "trainer.enable_progress_bar=false", "attack=blur", "defense=robust",
+           "defense.steps=4", "defense.train_attacks=[blur]", f"hydra.run.dir={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    blurred = [r for r in read_results(out / "results.jsonl")
+               if r["kind"] == "attacker" and r["attack"] == "blur"]
+    assert {r["defense"] for r in blurred} == {"none", "robust"}
