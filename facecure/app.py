@@ -206,6 +206,8 @@ def run(cfg: DictConfig) -> list[dict]:
         timings["total_s"] = time.time() - started
 
         common = {"experiment": cfg.experiment_name, "extractor": extractor.name,
+                  # the era the report orders it by, as this run's config gave it
+                  "extractor_date": str((cfg.extractor.get("info") or {}).get("date") or "") or None,
                   "attack_label": cfg.attack.get("label"),
                   "attack_unprotected": cfg.attack.get("unprotected", 0),
                   "extractor_fingerprint": extractor.fingerprint, "defense": "none",

@@ -11,6 +11,7 @@ from conftest import TINY_DATA, TINY_ZOO
 from facecure.app import run
 from facecure.attacks import RandomNoise
 from facecure.attacks.base import Attack
+from facecure.report import build_report
 from facecure.results import read_results
 
 
@@ -115,3 +116,37 @@ def test_a_protection_kept_in_its_own_folder_runs_as_attack_and_as_a_defense_s_b
     blurred = [r for r in read_results(out / "results.jsonl")
                if r["kind"] == "attacker" and r["attack"] == "blur"]
     assert {r["defense"] for r in blurred} == {"none", "robust"}
+
+
+MY_ZOO = """_target_: facecure.extractors.zoo.zoo_member
+name: my_zoo
+info: {role: a researcher's own model, date: "2030-01", zoo: true}
+arch: cnn
+arch_kwargs: {widths: [8, 16, 16, 32], stem: 8}
+loss: softmax
+embedding_dim: 32
+input_size: 32
+cache_dir: ${paths.zoo_dir}
+trainer: null
+train: {seed: 0, n_identities: 24, pictures_per_identity: 6, image_size: 32, epochs: 1,
+        batch_size: 32, lr: 0.003, weight_decay: 0.0005}
+"""
+
+
+def test_an_extractor_kept_in_its_own_folder_is_the_run_s_model_a_surrogate_and_an_era(tmp_path):
+    (tmp_path / "conf" / "extractor").mkdir(parents=True)
+    (tmp_path / "conf" / "extractor" / "my_zoo.yaml").write_text(MY_ZOO)
+    out = tmp_path / "run"
+    # a cache of its own: its PGD pictures must not join the session's store other tests count
+    env = {**os.environ, "FACECURE_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "facecure.cli", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+           *TINY_DATA, "n_attackers=2", "progress=false", "trainer.enable_progress_bar=false",
+           "extractor=my_zoo", "attack=pgd", "attack.steps=2", "attack.image_size=null",
+           "attack.surrogates=[my_zoo]", f"hydra.run.dir={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    attacked = [r for r in read_results(out / "results.jsonl")
+                if r["kind"] == "attacker" and r["attack"] == "pgd"]
+    assert len(attacked) == 2 and all(r["extractor_date"] == "2030-01" for r in attacked)
+    # the report orders it among the eras by the date its run recorded
+    assert "| pgd | my_zoo | 2030-01 |" in build_report(out).read_text()

@@ -9,7 +9,7 @@ from conftest import TINY
 from test_zoo import TINY_CLIP
 
 from facecure.app import run
-from facecure.defenses.attacks import compose_group
+from facecure.config_groups import compose_group
 from facecure.defenses.combined import (
     allowed_flags,
     calibrate_cutoff,

@@ -9,38 +9,10 @@ from __future__ import annotations
 
 import copy
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from facecure.attacks.base import Attack
-from facecure.paths import CONF_DIR
-
-
-def compose_group(group: str, name: str) -> DictConfig:
-    """Config `name` of config group `group` as Hydra composes it (its defaults list followed).
-    Inside the Hydra app the app's search path is used, so configs a user keeps in their own
-    folder (`hydra.searchpath=[file://<folder>]`) are found as the run's own are."""
-    try:
-        if GlobalHydra.instance().is_initialized():  # inside the Hydra app
-            return compose("config", overrides=[f"{group}={name}", *_searchpath()])[group]
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("config", overrides=[f"{group}={name}"])[group]
-    except MissingConfigException:
-        known = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        raise KeyError(f"unknown {group} {name!r}; known: {', '.join(known)} (and any under "
-                       "hydra.searchpath)") from None
-
-
-def _searchpath() -> list[str]:
-    """The run's `hydra.searchpath` as an override, where it has one."""
-    try:
-        paths = list(HydraConfig.get().searchpath)
-    except ValueError:  # Hydra initialised without a running job (tests compose directly)
-        return []
-    return [f"hydra.searchpath=[{','.join(paths)}]"] if paths else []
+from facecure.config_groups import compose_group
 
 
 def attack_config(ctx, name: str | DictConfig | dict, **overrides) -> DictConfig:

@@ -25,8 +25,8 @@ import numpy as np
 from omegaconf import OmegaConf
 from scipy.stats import binom
 
+from facecure.config_groups import compose_group
 from facecure.data.dataset import Picture
-from facecure.defenses.attacks import compose_group
 from facecure.defenses.context import Defended, DefenseContext
 from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator, Neighbours
 from facecure.evaluation.protection import Posted, ProtectionResult

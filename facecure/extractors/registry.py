@@ -13,6 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from facecure.config_groups import compose_group, in_app
 from facecure.extractors.base import Extractor
 from facecure.paths import CONF_DIR
 
@@ -24,11 +25,15 @@ def list_extractors() -> list[str]:
 def extractor_config(name: str, paths: DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
     """The composed config of extractor `name` (with `paths` for its interpolations)."""
     path = CONF_DIR / "extractor" / f"{name}.yaml"
-    if not path.exists():
+    if path.exists():
+        node = OmegaConf.load(path)
+    elif in_app():  # a config in a folder on the run's hydra.searchpath
+        node = OmegaConf.create(OmegaConf.to_container(compose_group("extractor", name)))
+    else:
         raise KeyError(f"unknown extractor {name!r}; known: {', '.join(list_extractors())}")
     if paths is None:
         paths = OmegaConf.load(CONF_DIR / "paths" / "default.yaml")
-    root = OmegaConf.create({"paths": paths, "extractor": OmegaConf.load(path)})
+    root = OmegaConf.create({"paths": paths, "extractor": node})
     root.extractor = OmegaConf.merge(root.extractor, overrides)
     OmegaConf.resolve(root)
     return root.extractor

@@ -70,7 +70,8 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
             name += " (" + ", ".join(sorted({Path(r.get("run_dir") or ".").name for r in recs})) + ")"
         rows.append({
             **dict(zip(GROUP_KEYS, key)), "attack_name": attack_name(first),
-            "system_name": name, "date": extractor_date(first["extractor"]),
+            "system_name": name,
+            "date": first.get("extractor_date") or extractor_date(first["extractor"]),
             "protection_mean": float(pr.mean()), "protection_std": float(pr.std(ddof=1)) if len(pr) > 1 else 0.0,
             "clean_accuracy": float(ca.mean()), "n_attackers": len(recs),
             "seeds": sorted({r.get("seed") for r in recs}),
