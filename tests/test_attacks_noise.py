@@ -11,6 +11,7 @@ from conftest import TINY_DATA, TINY_ZOO
 from facecure.app import run
 from facecure.attacks import RandomNoise
 from facecure.attacks.base import Attack
+from facecure.paths import PROJECT_ROOT
 from facecure.report import build_report
 from facecure.results import read_results
 
@@ -70,44 +71,17 @@ def test_an_attack_must_key_every_setting():
     assert Keyed(sigma=2).fingerprint != Keyed(sigma=1).fingerprint
 
 
-BLUR_MODULE = '''
-from torchvision.transforms.functional import gaussian_blur
-
-from facecure.attacks.base import Attack
-
-
-class Blur(Attack):
-    name = "blur"
-
-    def __init__(self, sigma: float = 1.0, image_size=None, seed: int = 0):
-        self.sigma, self.image_size, self.seed = sigma, image_size, seed
-
-    def params(self):
-        return {**super().params(), "sigma": self.sigma, "seed": self.seed}
-
-    def perturb(self, x, identities):
-        return gaussian_blur(x, kernel_size=5, sigma=self.sigma).clamp(0, 1)
-'''
-BLUR_CONFIG = """_target_: my_protection.Blur
-name: blur
-sigma: 1.0
-image_size: null
-seed: ${seed}
-unprotected: 0
-batch_size: 64
-"""
+EXAMPLE = PROJECT_ROOT / "examples" / "own_protection"  # README's worked example
 
 
 def test_a_protection_kept_in_its_own_folder_runs_as_attack_and_as_a_defense_s_black_box(
         tmp_path, cache_dir):
-    """One file and one config outside FaceCure's tree, found through hydra.searchpath: the
-    run's attack, and the attack the adaptive trainer calls on its public users."""
-    (tmp_path / "my_protection.py").write_text(BLUR_MODULE)
-    (tmp_path / "conf" / "attack").mkdir(parents=True)
-    (tmp_path / "conf" / "attack" / "blur.yaml").write_text(BLUR_CONFIG)
+    """examples/own_protection: one file and one config outside FaceCure's package and conf/,
+    found through PYTHONPATH and hydra.searchpath: the run's attack, and the attack the
+    adaptive trainer calls on its public users."""
     out = tmp_path / "run"
-    env = {**os.environ, "FACECURE_CACHE": str(cache_dir), "PYTHONPATH": str(tmp_path)}
-    cmd = [sys.executable, "-m", "facecure.cli", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+    env = {**os.environ, "FACECURE_CACHE": str(cache_dir), "PYTHONPATH": str(EXAMPLE)}
+    cmd = [sys.executable, "-m", "facecure.cli", f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]",
            *TINY_ZOO, *TINY_DATA, "n_attackers=2", "progress=false",
            "trainer.enable_progress_bar=false", "attack=blur", "defense=robust",
            "defense.steps=4", "defense.train_attacks=[blur]", f"hydra.run.dir={out}"]
