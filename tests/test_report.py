@@ -256,3 +256,28 @@ def test_the_transfer_table_keeps_the_order_the_runs_list_their_attacks():
     assert "| train \\ test | " + " | ".join(order) + " |" in table_3
     assert [line.split(" |")[0][2:] for line in table_3.splitlines() if line.startswith("| f")
             or line.startswith("| l")] == order
+
+
+def test_compare_sets_each_row_beside_the_reference_and_fails_on_a_real_move(tmp_path):
+    from facecure.report.compare import KEYS, compare
+
+    def write(folder, rates):
+        folder.mkdir()
+        rows = [{**{k: "" for k in KEYS}, "experiment": "baseline", "attack": attack,
+                 "attack_name": attack, "extractor": "zoo_softmax", "system_name": "zoo_softmax",
+                 "protection_mean": rate, "protection_std": 0.1, "n_attackers": 20}
+                for attack, rate in rates.items()]
+        with open(folder / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write(tmp_path / "ref", {"none": 0.025, "fawkes": 0.94, "lowkey": 0.97, "pgd": 0.5})
+    write(tmp_path / "new", {"none": 0.025, "fawkes": 0.90, "lowkey": 0.50, "noise": 0.02})
+    text, moved = compare(tmp_path / "ref", tmp_path / "new" / "results.csv")
+    assert moved == 3  # lowkey beyond its intervals (2 x 4.7 points); pgd and noise in one only
+    assert "| baseline | none | zoo_softmax | 2.5 | 2.5 | +0.0 | 9.4 | same |" in text
+    assert "| baseline | fawkes | zoo_softmax | 94.0 | 90.0 | -4.0 | 9.4 | within |" in text
+    assert "| baseline | lowkey | zoo_softmax | 97.0 | 50.0 | -47.0 | 9.4 | **moved** |" in text
+    assert "| baseline | pgd | zoo_softmax | 50.0 | - | | | reference only |" in text
+    assert "| baseline | noise | zoo_softmax | - | 2.0 | | | rerun only |" in text

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from facecure.report import figures
 from facecure.report.collect import Collected, collect
+from facecure.report.compare import compare
 from facecure.report.gaps import gap_table
 from facecure.report.groups import clean_baselines, group_attackers, is_plain
 from facecure.sweep import failure_line, sweep_status
@@ -274,11 +275,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb", choices=["offline", "online"], default=None,
                         help="also log the report's table and figures to W&B (offline: sync later)")
     parser.add_argument("--wandb-project", default="facecure")
+    parser.add_argument("--compare", metavar="REFERENCE",
+                        help="a reference report folder or results.csv (e.g. docs/reproduce): "
+                             "writes compare.md, each protection row beside the reference's, and "
+                             "exits 1 if any moved beyond the two runs' 95%% intervals")
     args = parser.parse_args(argv)
     report = build_report(args.folder, args.out)
     if args.wandb:
         log_to_wandb(report, args.wandb, args.wandb_project)
     print(report)
+    if args.compare:
+        text, moved = compare(args.compare, report.parent / "results.csv")
+        atomic_write_text(report.parent / "compare.md", text)
+        print(report.parent / "compare.md")
+        if moved:
+            raise SystemExit(f"{moved} rows moved beyond their intervals (or are in one report "
+                             f"only): see {report.parent / 'compare.md'}")
 
 
 if __name__ == "__main__":
