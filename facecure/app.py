@@ -205,9 +205,9 @@ def run(cfg: DictConfig) -> list[dict]:
         timings["measure_s"] = time.time() - t
         timings["total_s"] = time.time() - started
 
+        date = (cfg.extractor.get("info") or {}).get("date")  # the era the report orders it by
         common = {"experiment": cfg.experiment_name, "extractor": extractor.name,
-                  # the era the report orders it by, as this run's config gave it
-                  "extractor_date": str((cfg.extractor.get("info") or {}).get("date") or "") or None,
+                  "extractor_date": str(date) if date else None,
                   "attack_label": cfg.attack.get("label"),
                   "attack_unprotected": cfg.attack.get("unprotected", 0),
                   "extractor_fingerprint": extractor.fingerprint, "defense": "none",

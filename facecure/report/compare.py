@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
-from scipy import stats
-
+from facecure.evaluation.stats import ci95
 from facecure.report.groups import GROUP_KEYS
 
 KEYS = (*GROUP_KEYS, "system_name")
@@ -32,8 +30,7 @@ def read_rows(path: str | Path) -> dict[tuple, dict]:
 
 
 def _ci95(row: dict) -> float:
-    n, std = int(row["n_attackers"]), float(row["protection_std"])
-    return float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
+    return ci95(float(row["protection_std"]), int(row["n_attackers"])) or 0.0
 
 
 def compare(reference: str | Path, rerun: str | Path) -> tuple[str, int]:
@@ -57,10 +54,9 @@ def compare(reference: str | Path, rerun: str | Path) -> tuple[str, int]:
             continue
         delta = float(b["protection_mean"]) - float(a["protection_mean"])
         allowed = _ci95(a) + _ci95(b)
-        flag = abs(delta) > allowed + 1e-9
-        moved += flag
-        same += abs(delta) < 5e-4  # the same to the table's precision
-        verdict = "**moved**" if flag else ("same" if abs(delta) < 5e-4 else "within")
+        flag, unmoved = abs(delta) > allowed + 1e-9, abs(delta) < 5e-4  # to the table's precision
+        moved, same = moved + flag, same + unmoved
+        verdict = "**moved**" if flag else ("same" if unmoved else "within")
         out.append(f"{head} {100 * float(a['protection_mean']):.1f} | "
                    f"{100 * float(b['protection_mean']):.1f} | {100 * delta:+.1f} | "
                    f"{100 * allowed:.1f} | {verdict} |")
