@@ -28,6 +28,7 @@ from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.protection import ProtectionResult
 from facecure.extractors.base import Extractor
 from facecure.extractors.registry import extractor_config, instantiate_extractor
+from facecure.faces import align_dataset, crop_spec_of
 from facecure.paths import CONF_DIR
 from facecure.results import aggregate, budget_summary, read_results, versions, write_results
 from facecure.table import print_results
@@ -108,7 +109,21 @@ def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
     for key, value in spec.items():
         if isinstance(value, dict) and str(value.get("_target_", "")).startswith("facecure.attacks"):
             spec[key] = build_attack(value, pool)
-    return instantiate(spec)
+    attack = instantiate(spec)
+    if spec.get("surrogates"):  # real photos: the attack cloaks its surrogates' crop
+        attack.crop_spec = surrogates_crop(name, spec["surrogates"])
+    return attack
+
+
+def surrogates_crop(attack: str, surrogates: list[Extractor]) -> dict:
+    """The one crop an attack's surrogates share (each gets the cloaked crop as it is)."""
+    specs = {json.dumps(s.crop_spec, sort_keys=True): s.crop_spec for s in surrogates}
+    if len(specs) > 1:
+        by = ", ".join(f"{s.name}: {s.crop_spec['kind']}" for s in surrogates)
+        raise ValueError(f"attack {attack!r}: its surrogates are trained on different crops "
+                         f"({by}); one cloak is made on one crop, so choose surrogates that "
+                         "share one")
+    return next(iter(specs.values()))
 
 
 def budget_lpips(cfg: DictConfig):
@@ -119,6 +134,13 @@ def budget_lpips(cfg: DictConfig):
         log.info("AlexNet weights not found: budgets record lpips_mean=null")
         return None
     return lambda x, y: lpips_distance(x, y, weights)
+
+
+def build_scrape(node):
+    """The `scrape` group: None for the paper's protocol (scrape=none)."""
+    if node is None or node.get("_target_") is None:
+        return None
+    return instantiate(node)
 
 
 def check_attack_inputs(attack, dataset, run_dir: Path) -> None:
@@ -168,6 +190,10 @@ def run(cfg: DictConfig) -> list[dict]:
     try:
         t = time.time()
         dataset = build_dataset(cfg.data, progress=cfg.progress)
+        aligner = None
+        if not dataset.aligned:  # real photos: the trainer's extractor gets its own crop
+            aligner = instantiate(cfg.align, device=resolve_device(cfg.device))
+            dataset = align_dataset(dataset, crop_spec_of(cfg.extractor), aligner, cfg.progress)
         split = split_dataset(dataset, cfg.seed, cfg.eval.train_fraction)
         defense = cfg.get("defense") or OmegaConf.create({"name": "none"})
         public = Split({}, {})
@@ -179,6 +205,8 @@ def run(cfg: DictConfig) -> list[dict]:
         attackers = choose_attackers(split.identities, cfg.n_attackers, cfg.seed)
         if dataset.skipped:
             atomic_write_text(run_dir / "skipped.json", json.dumps(dataset.skipped, indent=1))
+        if dataset.notes:
+            atomic_write_text(run_dir / "notes.json", json.dumps(dataset.notes, indent=1))
         timings["data_s"] = time.time() - t
 
         t = time.time()
@@ -194,7 +222,7 @@ def run(cfg: DictConfig) -> list[dict]:
             cfg, split, public, attackers, extractor, attack, pool,
             EmbeddingStore(cache / "embeddings"),
             PerturbedStore(cache / "perturbed", cfg.attack.get("batch_size", 64), device,
-                           budget_lpips(cfg)),
+                           budget_lpips(cfg), aligner, build_scrape(cfg.get("scrape"))),
             instantiate(cfg.index), run_dir, device, cfg.progress, cfg.seed,
             cfg.attack.get("unprotected", 0))
         if defense.name == "none":
@@ -203,6 +231,10 @@ def run(cfg: DictConfig) -> list[dict]:
         else:
             measured = defense_runner(defense.name)(ctx)
         timings["measure_s"] = time.time() - t
+        if ctx.perturbed.lost:  # the trainer found no face in these twins after the scrape
+            log.warning("%d perturbed picture(s) lost to the trainer (listed in lost.json)",
+                        len(ctx.perturbed.lost))
+            atomic_write_text(run_dir / "lost.json", json.dumps(ctx.perturbed.lost, indent=1))
         timings["total_s"] = time.time() - started
 
         date = (cfg.extractor.get("info") or {}).get("date")  # the era the report orders it by
@@ -217,7 +249,12 @@ def run(cfg: DictConfig) -> list[dict]:
         run_record = {"kind": "run", **common, "n_identities": len(split.identities),
                       "n_pictures": len(dataset), "attackers": attackers, "device": device,
                       "attack_params": attack.params(),
-                      "skipped": dataset.skipped, "versions": versions(), "timings": timings}
+                      "crop": crop_spec_of(cfg.extractor) if aligner else None,
+                      "attack_crop": getattr(attack, "crop_spec", None) if aligner else None,
+                      "scrape": OmegaConf.to_container(cfg.scrape, resolve=True)
+                      if aligner and cfg.get("scrape") else None,
+                      "skipped": dataset.skipped, "notes": dataset.notes,
+                      "lost": ctx.perturbed.lost, "versions": versions(), "timings": timings}
         records = []
         for m in measured:
             if isinstance(m, dict):  # a record of its own kind (the detector's)

@@ -2,6 +2,7 @@
 from facecure.data.dataset import FaceDataset, Picture, Split, choose_attackers, split_dataset
 from facecure.data.folder import folder_faces
 from facecure.data.images import UnreadablePicture, load_picture, to_rgb
+from facecure.data.presets import celeba_faces, facescrub_faces
 from facecure.data.synthetic_dataset import synthetic_faces
 
 # Keys of a data config that other groups read (attacks: `${oc.select:data.attack_size,...}`),
@@ -20,5 +21,5 @@ def build_dataset(node, progress: bool = True) -> FaceDataset:
 
 
 __all__ = ["FaceDataset", "Picture", "Split", "UnreadablePicture", "build_dataset",
-           "choose_attackers", "folder_faces", "load_picture", "split_dataset",
+           "celeba_faces", "choose_attackers", "facescrub_faces", "folder_faces", "load_picture", "split_dataset",
            "synthetic_faces", "to_rgb"]

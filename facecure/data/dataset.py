@@ -21,6 +21,13 @@ class Picture:
     key: str  # content hash: the cache key of every store
     _pixels: np.ndarray | None = field(default=None, repr=False)
     _loader: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    # Real photos: `crop` names the crop kind this picture is (None: a photo as given) and
+    # `origin` the photo it was cut from, so a cloak can move to another crop or back.
+    origin: Picture | None = field(default=None, repr=False)
+    crop: str | None = None
+    crop_spec: dict | None = field(default=None, repr=False)
+    box: tuple[float, float, float, float] | None = None  # a listed face box (FaceScrub)
+    source: str | None = None  # the file it was read from, for messages
 
     @classmethod
     def from_pixels(cls, identity: str, name: str, pixels: np.ndarray) -> Picture:
@@ -38,6 +45,11 @@ class FaceDataset:
     identities: dict[str, list[Picture]]
     synthetic: bool
     skipped: list[dict] = field(default_factory=list)  # {"path" or "identity", "reason"}
+    # True: the pictures are face crops already (the embedded data, aligned downloads), so no
+    # extractor detects or aligns them.
+    aligned: bool = False
+    min_pictures: int = 2
+    notes: list[dict] = field(default_factory=list)  # {"path", "note"}: e.g. several faces
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.identities.values())

@@ -18,9 +18,13 @@ from facecure.utils.io import picture_key
 log = logging.getLogger(__name__)
 
 
-def folder_faces(root: str, name: str = "folder", min_pictures: int = 2,
+def folder_faces(root: str, name: str = "folder", min_pictures: int = 2, aligned: bool = False,
                  progress: bool = True) -> FaceDataset:
-    """Scan `root/<identity>/<picture>`; skip unreadable files and identities with too few."""
+    """Scan `root/<identity>/<picture>`; skip unreadable files and identities with too few.
+
+    `aligned`: the pictures are face crops already (no detection); else each extractor gets its
+    own crop of every photo (`facecure.faces`).
+    """
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         raise FileNotFoundError(f"data.root={root!r} is not a folder. Expected one sub-folder per "
@@ -42,7 +46,8 @@ def folder_faces(root: str, name: str = "folder", min_pictures: int = 2,
             except UnreadablePicture as err:
                 skipped.append({"path": str(path), "reason": str(err)})
                 continue
-            pictures.append(Picture(folder.name, path.name, key, _loader=partial(load_picture, path)))
+            pictures.append(Picture(folder.name, path.name, key, _loader=partial(load_picture, path),
+                                    source=str(path)))
         if len(pictures) < min_pictures:
             skipped.append({"identity": folder.name, "reason": f"{len(pictures)} readable picture(s), "
                             f"fewer than data.min_pictures={min_pictures}"})
@@ -52,4 +57,5 @@ def folder_faces(root: str, name: str = "folder", min_pictures: int = 2,
         log.warning("skipped %s: %s", item.get("path") or f"identity {item['identity']}", item["reason"])
     if not identities:
         raise ValueError(f"{root_path}: no identity has at least {min_pictures} readable pictures")
-    return FaceDataset(name, identities, synthetic=False, skipped=skipped)
+    return FaceDataset(name, identities, synthetic=False, skipped=skipped, aligned=aligned,
+                       min_pictures=min_pictures)

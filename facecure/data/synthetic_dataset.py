@@ -21,4 +21,4 @@ def synthetic_faces(n_identities: int = 100, pictures_per_identity: int = 20, im
         identities[name] = [Picture.from_pixels(name, f"{j:04d}.png", px) for j, px in
                             enumerate(render_identity(seed, population, i, pictures_per_identity,
                                                       image_size))]
-    return FaceDataset(f"synthetic-{population}", identities, synthetic=True)
+    return FaceDataset(f"synthetic-{population}", identities, synthetic=True, aligned=True)

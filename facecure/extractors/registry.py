@@ -40,11 +40,17 @@ def extractor_config(name: str, paths: DictConfig | dict | None = None, **overri
 
 
 def instantiate_extractor(cfg: DictConfig, **kwargs: Any) -> Extractor:
-    """Instantiate an extractor config; its `info` block (role, date, ...) is not an argument."""
+    """Instantiate an extractor config; its `info` block (role, date, ...) is not an argument,
+    and its `crop` becomes the extractor's `crop_spec`."""
+    from facecure.faces import crop_spec_of
+
     spec = OmegaConf.to_container(cfg, resolve=True)
     spec.pop("info", None)
+    crop = crop_spec_of({"crop": spec.pop("crop", None)})
     try:
-        return instantiate(spec, **kwargs, _convert_="all")
+        extractor = instantiate(spec, **kwargs, _convert_="all")
+        extractor.crop_spec = crop  # the crop it gets of a real photo (facecure.faces)
+        return extractor
     except InstantiationException as err:
         # Hydra wraps the factory's own error ("weights missing at ..."); show that one.
         if isinstance(err.__cause__, (OSError, ValueError, KeyError, RuntimeError)):

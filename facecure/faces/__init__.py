@@ -1,0 +1,37 @@
+"""Real photos in: face detection (MTCNN), each model's own crop, the crop store, and what
+happens to a cloak between posting and scraping.
+
+    from facecure.faces import Aligner, FaceDetector, crop_spec
+    aligner = Aligner(".cache/crops", FaceDetector())
+    crop, matrix = aligner.crop(picture, crop_spec("arcface112"))   # or NoFace("no face found")
+"""
+from __future__ import annotations
+
+from facecure.faces.align import CROPS, align, crop_matrix, crop_spec, warp
+from facecure.faces.detect import Face, FaceDetector, NoFace, choose_face
+from facecure.faces.scrape import Scrape, move_cloak
+from facecure.faces.store import Aligner, align_dataset
+
+
+def build_aligner(root: str, detector: dict | None = None, keep: str = "largest",
+                  min_face_size: float = 32, max_outside: float = 0.2,
+                  device: str = "cpu") -> Aligner:
+    """The `align` config group's factory."""
+    return Aligner(root, FaceDetector(**(detector or {}), device=device), keep=keep,
+                   min_face_size=min_face_size, max_outside=max_outside)
+
+
+def crop_spec_of(extractor_cfg) -> dict:
+    """The crop an extractor config declares (`crop: arcface112` or `crop: {kind: loose, ...}`);
+    none where it declares nothing (models trained on the embedded crops)."""
+    crop = extractor_cfg.get("crop") if extractor_cfg is not None else None
+    if crop is None:
+        return crop_spec("none")
+    if isinstance(crop, str):
+        return crop_spec(crop)
+    return crop_spec(**dict(crop))
+
+
+__all__ = ["CROPS", "Aligner", "Face", "FaceDetector", "NoFace", "Scrape", "align",
+           "align_dataset", "build_aligner", "choose_face", "crop_matrix", "crop_spec",
+           "crop_spec_of", "move_cloak", "warp"]
