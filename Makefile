@@ -52,10 +52,11 @@ test-full: $(STAMP) weights-dlib ## Run every test, slow ones included
 lint: $(STAMP) ## Lint with ruff
 	$(BIN)/ruff check facecure tests
 
-bench: $(STAMP) ## Speed and memory benchmarks; trains (once) and scores every zoo member
+bench: $(STAMP) weights-dlib ## Speed and memory benchmarks; trains (once) and scores every zoo member
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.zoo
 	$(BIN)/python -m benchmarks.attacks
+	$(BIN)/python -m benchmarks.faces
 
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun/*/ .pytest_cache .ruff_cache

@@ -19,7 +19,7 @@ from PIL import Image, PngImagePlugin
 from tqdm.auto import tqdm
 
 from facecure.data.dataset import Picture
-from facecure.faces.align import align, crop_spec
+from facecure.faces.align import align
 from facecure.faces.detect import Face, FaceDetector, NoFace, choose_face
 from facecure.utils.io import atomic_write_bytes, atomic_write_text, fingerprint
 
