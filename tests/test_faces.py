@@ -330,3 +330,37 @@ def test_dlib_on_real_celeba_photos(compose_cfg, tmp_path):
           f"{len(records[0]['skipped'])} photos skipped")
     assert clean["clean_accuracy"] >= 0.9
     assert all("reason" in s for s in records[0]["skipped"])
+
+
+@pytest.mark.parametrize("surrogate_crop", ["arcface112", "dlib150", "none"])
+def test_the_store_cloaks_the_surrogates_crop_and_hands_the_trainer_its_own(tmp_path, aligner,
+                                                                            surrogate_crop):
+    """Trainer crop dlib150; the attack's surrogates use `surrogate_crop`. The stored twin is the
+    cloaked surrogate crop at its own size; the trainer's twin is its dlib150 crop, cloaked."""
+    from facecure.attacks.noise import RandomNoise
+    from facecure.attacks.store import PerturbedStore
+
+    photos = folder_faces(str(_photo_folder(tmp_path / "photos")), progress=False)
+    crops = align_dataset(photos, crop_spec("dlib150"), aligner, progress=False)
+    pictures = crops.identities["two"]
+    attack = RandomNoise(epsilon=8 / 255, image_size=112, seed=0)
+    attack.crop_spec = crop_spec(surrogate_crop)
+    store = PerturbedStore(tmp_path / "perturbed", 8, "cpu", None, aligner)
+    twins, budgets = store.perturb_pictures(attack, pictures, progress=False)
+    assert len(twins) == len(pictures) and store.lost == []
+    for p, twin, budget in zip(pictures, twins, budgets):
+        assert twin.load().shape == (150, 150, 3) and twin.crop == "dlib150"
+        change = np.abs(twin.load().astype(int) - p.load()).max()
+        assert 0 < change <= 9  # 8/255, resampled and rounded
+        assert budget["linf"] <= 8 / 255 + 1e-6
+    stored = sorted((tmp_path / "perturbed" / attack.fingerprint).glob("*.png"))
+    size = {"arcface112": (112, 112), "dlib150": (150, 150), "none": None}[surrogate_crop]
+    if size:
+        assert {Image.open(f).size for f in stored} == {size}
+    # posted and recompressed: the trainer detects the scraped photo again
+    scraped = PerturbedStore(tmp_path / "perturbed", 8, "cpu", None, aligner,
+                             Scrape(jpeg_quality=85))
+    again, _ = scraped.perturb_pictures(attack, pictures, progress=False)
+    assert len(again) + len(scraped.lost) == len(pictures)
+    assert all(t.load().shape == (150, 150, 3) and t.key not in {p.key for p in pictures}
+               for t in again)

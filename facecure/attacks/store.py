@@ -114,8 +114,11 @@ class PerturbedStore:
             for batch in _whole_users(group, self.batch_size):
                 x = torch.stack([self._attack_input(attack, p) for p in batch]).to(self.device)
                 x_adv = attack.perturb(x, [p.identity for p in batch]).detach()
-                if batch[0].origin is not None:  # the cloak back at the crop's own size
-                    x, x_adv = self._at_crop_size(batch, x, x_adv)
+                if batch[0].origin is not None:  # the cloak back at each crop's own size
+                    for p, clean, adv in self._at_crop_size(batch, x, x_adv):
+                        self._save(attack, p, _to_uint8(adv[0]), measure(clean, adv, self.lpips)[0])
+                    bar.update(len(batch))
+                    continue
                 stored = torch.stack([to_tensor(_to_uint8(a)) for a in x_adv]).to(self.device)
                 for p, adv, budget in zip(batch, stored, measure(x, stored, self.lpips)):
                     self._save(attack, p, _to_uint8(adv), budget)
@@ -124,10 +127,13 @@ class PerturbedStore:
         return self.load(attack, pictures)
 
     def _at_crop_size(self, batch: list[Picture], x: torch.Tensor, x_adv: torch.Tensor):
-        """(clean crops, cloaked crops) at the crops' own size: the cloak resized onto each."""
-        clean = torch.stack([to_tensor(p.load()) for p in batch]).to(self.device)
-        delta = resize(x_adv - x, tuple(clean.shape[-2:]))
-        return clean, (clean + delta).clamp(0, 1)
+        """(picture, clean (1, 3, H, W), cloaked on the 8-bit grid) at each crop's own size: the
+        tool's cloak resized onto the crop (crops of the whole photo differ in size)."""
+        for p, before, after in zip(batch, x, x_adv):
+            clean = to_tensor(p.load())[None].to(self.device)
+            delta = resize((after - before)[None], tuple(clean.shape[-2:]))
+            cloaked = to_tensor(_to_uint8((clean + delta).clamp(0, 1)[0]))[None].to(self.device)
+            yield p, clean, cloaked
 
     def _provided_photos(self, attack, batch: list[Picture]) -> None:
         """A tool that cloaks whole photos (fawkes_cli, from_dir): each output photo is aligned

@@ -78,7 +78,10 @@ class Aligner:
 
     def crop(self, picture: Picture, spec: dict, pixels: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
-        """(uint8 crop RGB, 2x3 matrix photo -> crop); `NoFace` where the photo has none."""
+        """(uint8 crop RGB, 2x3 matrix photo -> crop); `NoFace` where the photo has none.
+        Crop `none` is the photo as given (a surrogate trained on the embedded crops)."""
+        if spec["kind"] == "none":
+            return (picture.load() if pixels is None else pixels), np.eye(2, 3)
         path = self._crop_path(picture, spec)
         if path.exists():
             with Image.open(path) as img:
@@ -96,6 +99,9 @@ class Aligner:
     def crop_picture(self, picture: Picture, spec: dict, pixels: np.ndarray | None = None) -> Picture:
         """The crop as a Picture of its own (content key, lazily read from the store), which
         remembers its photo so a cloak can be moved to another crop or pasted back."""
+        if spec["kind"] == "none":
+            return Picture(picture.identity, picture.name, picture.key, _loader=picture.load,
+                           origin=picture, crop="none", crop_spec=spec)
         self.crop(picture, spec, pixels)  # detect and store now; raises NoFace
         return Picture(picture.identity, picture.name, self.crop_key(picture, spec),
                        _loader=lambda: self.crop(picture, spec)[0], origin=picture,
