@@ -199,7 +199,9 @@ def clean_and_perturbed(ctx, attack: Attack, pictures: list[Picture],
     by_name = {(t.identity, t.name): t.load() for t in twins}
     clean, perturbed = [], []
     for p in pictures:
-        twin = by_name[(p.identity, p.name)]
+        twin = by_name.get((p.identity, p.name))
+        if twin is None:  # lost to the trainer after the scrape (PerturbedStore.lost)
+            continue
         clean.append(_resize(_resize(to_tensor(p.load()), twin.shape[:2]).float().div(255),
                              (size, size)))
         perturbed.append(_resize(to_tensor(twin), (size, size)))
