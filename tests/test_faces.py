@@ -78,11 +78,17 @@ def test_mtcnn_finds_the_group_and_keeps_the_largest(detector):
 def test_arcface112_is_insightfaces_norm_crop(detector):
     from insightface.utils.face_align import norm_crop
 
+    from facecure.faces import face_crop
+
     img = _load(INSIGHTFACE / "t1.jpg")
     face, _ = choose_face(detector.detect(img), *img.shape[:2])
     crop, matrix = align(img, face, crop_spec("arcface112"))
     assert crop.shape == (112, 112, 3) and matrix.shape == (2, 3)
     np.testing.assert_array_equal(crop, norm_crop(img, np.array(face.landmarks), 112))
+    again, _ = face_crop(img, "arcface112", detector)  # the plain function: photo in, crop out
+    np.testing.assert_array_equal(again, crop)
+    with pytest.raises(NoFace, match="no face found"):
+        face_crop(np.zeros((64, 64, 3), np.uint8), "dlib150", detector)
 
 
 def test_loose_crop_is_the_widened_box():
