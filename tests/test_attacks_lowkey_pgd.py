@@ -103,13 +103,15 @@ def test_lowkey_with_lpips(pictures, surrogates, alexnet_weights):
 
 def test_lowkey_without_alexnet_weights_says_what_to_do(surrogates, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("FACECURE_CACHE", str(tmp_path / "cache"))  # no converted trunk either
     missing = str(tmp_path / "nowhere" / ALEXNET_FILE)
     with pytest.raises(FileNotFoundError) as err:
         lowkey(surrogates, perceptual="lpips", alexnet_weights=missing)
     for part in [ALEXNET_FILE, "perceptual=dssim", "download.pytorch.org", missing,
-                 str(tmp_path / "hub" / "checkpoints")]:
+                 str(tmp_path / "hub" / "checkpoints"), "make weights-lpips",
+                 str(tmp_path / "cache" / "weights" / "lpips" / "alexnet.pth")]:
         assert part in str(err.value)
-    with pytest.raises(FileNotFoundError, match="perceptual=dssim"):
+    with pytest.raises(FileNotFoundError, match="make weights-lpips"):
         lpips_distance(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32), missing)
     lowkey(surrogates, steps=1, alexnet_weights=missing).perturb(torch.rand(1, 3, 32, 32), ["a"])
 

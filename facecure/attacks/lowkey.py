@@ -18,16 +18,14 @@ those units, as here); its models and LPIPS read 2x - 1 in [-1, 1]. Here each Ex
 [0, 1] to its own input range itself (the zoo: [-1, 1]) and LPIPS gets 2x - 1. The blur acts in
 [0, 1] before that map, as in the official code (it commutes with 2x - 1: its kernel sums to 1).
 
-`perceptual`: "lpips" (LPIPS-Alex v0.1, as the paper; needs torchvision's ImageNet AlexNet on
-disk) or "dssim", a stand-in when those weights are absent: facecure.attacks.budget.dssim with
-the same weight 0.05. Both are 0 at x' = x and grow with visible structure change, but the
-stand-in is not calibrated to LPIPS: with it the trade-off (and so the budget) differs from the
-paper's, which is why `perceptual` is part of the attack's fingerprint.
+`perceptual`: "lpips" (LPIPS-Alex v0.1, as the paper; its ImageNet AlexNet trunk comes from
+`make weights-lpips`, see facecure.attacks.lpips_net) or "dssim", kept for comparison:
+facecure.attacks.budget.dssim with the same weight 0.05. Both are 0 at x' = x and grow with
+visible structure change, but DSSIM is not calibrated to LPIPS: with it the trade-off (and so the
+budget) differs from the paper's, which is why `perceptual` is part of the attack's fingerprint.
 """
 from __future__ import annotations
 
-import functools
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,62 +33,30 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
+from facecure.attacks import lpips_net
 from facecure.attacks.base import Attack
 from facecure.attacks.budget import dssim
+from facecure.attacks.lpips_net import NETS, lpips_model, trunk_path
 from facecure.extractors.base import Extractor
 
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
+ALEXNET_FILE = NETS["alex"][1]  # torchvision's published AlexNet, still read where given
 PERCEPTUAL = ("lpips", "dssim")
 
 
 def alexnet_weights_path(configured: str | Path | None = None) -> Path:
-    """torchvision's ImageNet AlexNet weights: the configured file, else torch hub's cache."""
-    places = [Path(configured)] if configured else []
-    places.append(Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE)
-    for place in places:
-        if place.is_file():
-            return place
-    raise FileNotFoundError(
-        f"LPIPS needs AlexNet's ImageNet weights {ALEXNET_FILE} (torchvision's AlexNet "
-        f"IMAGENET1K_V1, published at {ALEXNET_URL}); looked in: "
-        f"{', '.join(str(p) for p in places)}. Put the file at attack.alexnet_weights or in "
-        f"torch hub's cache, or run with attack.perceptual=dssim (a stand-in penalty, DSSIM "
-        f"with the same weight; results then record perceptual=dssim).")
+    """LPIPS-Alex's trunk: `configured`, else `make weights-lpips`' file, else torch hub's cache."""
+    return trunk_path("alex", configured)
 
 
-@functools.lru_cache(maxsize=2)
-def _lpips_model(weights: Path) -> torch.nn.Module:
-    """LPIPS-Alex v0.1: the package's own linear layers, AlexNet's trunk from `weights`."""
-    import lpips  # here, not at the top: it takes a second and only LowKey needs it
-
-    with warnings.catch_warnings():  # lpips passes torchvision's deprecated `pretrained`
-        warnings.simplefilter("ignore", UserWarning)
-        # pnet_rand: no download; the trunk's weights are loaded below from the local file
-        model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    trunk = {}
-    for key in model.net.state_dict():  # slice<k>.<i>.<param> is AlexNet's features.<i>.<param>
-        _, index, param = key.split(".")
-        if f"features.{index}.{param}" not in state:
-            raise ValueError(f"{weights} is not a torchvision AlexNet state dict "
-                             f"(no features.{index}.{param})")
-        trunk[key] = state[f"features.{index}.{param}"]
-    model.net.load_state_dict(trunk)
-    return model.eval().requires_grad_(False)
-
-
-@torch.no_grad()
 def lpips_distance(x: torch.Tensor, y: torch.Tensor,
                    alexnet_weights: str | Path | None = None) -> torch.Tensor:
     """LPIPS-Alex v0.1 per picture of float batches (B, 3, H, W) RGB in [0, 1] -> (B,) >= 0."""
-    model = _lpips_model(alexnet_weights_path(alexnet_weights)).to(x.device)
-    return model(2 * x - 1, 2 * y - 1).flatten()
+    return lpips_net.lpips_distance(x, y, alexnet_weights, net="alex")
 
 
 class LowKey(Attack):
     name = "lowkey"
-    unkeyed = ("alexnet_weights",)  # a path to the published file; perceptual names the penalty
+    unkeyed = ("alexnet_weights",)  # where the trunk lies (converted or torchvision's: one net)
 
     def __init__(self, surrogates: Sequence[Extractor], steps: int = 50, step_size: float = 0.0025,
                  noise: float = 0.005, blur_kernel: int = 7, blur_sigma: float = 3.0,
@@ -105,9 +71,18 @@ class LowKey(Attack):
         self.blur_kernel, self.blur_sigma = blur_kernel, blur_sigma
         self.perceptual, self.perceptual_weight = perceptual, perceptual_weight
         self.image_size, self.seed = image_size, seed
-        # Fail now, before any picture is attacked, when LPIPS cannot be built.
-        self._lpips = (_lpips_model(alexnet_weights_path(alexnet_weights))
-                       if perceptual == "lpips" else None)
+        self._lpips = self._build_lpips(alexnet_weights) if perceptual == "lpips" else None
+
+    @staticmethod
+    def _build_lpips(weights: str | None) -> torch.nn.Module:
+        """Fail now, before any picture is attacked, when LPIPS cannot be built."""
+        try:
+            return lpips_model(alexnet_weights_path(weights), "alex")
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"{err} Or run with attack=lowkey_dssim (attack.perceptual=dssim: a stand-in "
+                "penalty, DSSIM with the same weight; results then record perceptual=dssim)."
+            ) from None
 
     def params(self) -> dict:
         return {**super().params(), "steps": self.steps, "step_size": self.step_size,
