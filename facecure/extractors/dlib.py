@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facecure.extractors.base import Extractor
+from facecure.extractors.tfjs_weights import read_shards
 from facecure.utils.io import fingerprint as content_fingerprint
 
 MANIFEST = "face_recognition_model-weights_manifest.json"
@@ -102,7 +103,6 @@ class DlibResNet(nn.Module):
 
 # --- the tfjs weights -------------------------------------------------------------------------
 
-_BYTES = {"float32": 4, "int32": 4, "uint8": 1, "uint16": 2, "float16": 2}
 _LEAVES = {"conv/filters": "conv.weight", "conv/bias": "conv.bias",
            "scale/weights": "scale", "scale/biases": "shift"}
 
@@ -133,24 +133,6 @@ def _to_torch(array: np.ndarray) -> torch.Tensor:
     if t.ndim == 4:
         return t.permute(3, 2, 0, 1).contiguous()
     return t.permute(1, 0).contiguous() if t.ndim == 2 else t
-
-
-def _dequantise(raw: bytes, spec: dict) -> np.ndarray:
-    """One tensor's bytes -> float32 array of its manifest shape (value = q * scale + min)."""
-    quant = spec.get("quantization")
-    if quant is None:
-        values = np.frombuffer(raw, dtype=np.dtype(spec["dtype"]).newbyteorder("<"))
-    elif quant["dtype"] == "float16":
-        values = np.frombuffer(raw, dtype="<f2")
-    else:
-        q = np.frombuffer(raw, dtype=np.dtype(quant["dtype"]).newbyteorder("<"))
-        values = q.astype(np.float64) * quant["scale"] + quant["min"]
-    return values.astype(np.float32).reshape(spec["shape"])
-
-
-def _nbytes(spec: dict) -> int:
-    dtype = (spec.get("quantization") or spec)["dtype"]
-    return int(np.prod(spec["shape"], dtype=np.int64)) * _BYTES[dtype]
 
 
 def _manifest_path(model_dir: str | Path) -> Path:
@@ -185,26 +167,9 @@ def load_face_api_weights(model_dir: str | Path, model: DlibResNet | None = None
         if list(spec["shape"]) != want:
             raise ValueError(f"{manifest_path}: tensor {spec['name']!r} has shape {spec['shape']}, "
                              f"the dlib ResNet expects {want} ([kh, kw, in, out] for filters)")
-    state = {}
-    for group in manifest:
-        blob = b""
-        for shard in group["paths"]:
-            shard_path = manifest_path.parent / shard
-            if not shard_path.is_file():
-                raise WeightsNotFoundError(
-                    f"dlib extractor: weights shard {shard_path} (listed in {MANIFEST}) not found. "
-                    f"The weights are published in the {PUBLISHED}.")
-            blob += shard_path.read_bytes()
-        need = sum(_nbytes(s) for s in group["weights"])
-        if len(blob) != need:
-            raise ValueError(f"dlib extractor: shard(s) {group['paths']} in {manifest_path.parent} "
-                             f"hold {len(blob)} bytes, the manifest needs {need}; the download is "
-                             f"truncated or corrupt (fetch again: {PUBLISHED})")
-        offset = 0
-        for spec in group["weights"]:
-            size = _nbytes(spec)
-            state[_state_key(spec["name"])] = _to_torch(_dequantise(blob[offset:offset + size], spec))
-            offset += size
+    arrays = read_shards(manifest, manifest_path.parent, "dlib extractor", MANIFEST, PUBLISHED,
+                         WeightsNotFoundError)
+    state = {_state_key(name): _to_torch(a) for name, a in arrays.items()}
     model.load_state_dict(state)
     return model.eval()
 

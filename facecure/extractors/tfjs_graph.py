@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_BYTES = {"float32": 4, "int32": 4, "float16": 2, "uint16": 2, "uint8": 1, "bool": 1}
+from facecure.extractors.tfjs_weights import read_shards
 
 
 class GraphWeightsNotFoundError(FileNotFoundError):
@@ -31,24 +31,6 @@ class GraphWeightsNotFoundError(FileNotFoundError):
 
 
 # --- reading model.json and its shards ----------------------------------------------------------
-
-def _dequantise(raw: bytes, spec: dict) -> np.ndarray:
-    """One tensor's bytes -> its array (float32, or int32 for shapes/axes), manifest shape."""
-    quant = spec.get("quantization")
-    if quant is None:
-        values = np.frombuffer(raw, dtype=np.dtype(spec["dtype"]).newbyteorder("<"))
-    elif quant["dtype"] == "float16":
-        values = np.frombuffer(raw, dtype="<f2")
-    else:  # affine uint8/uint16: value = q * scale + min
-        q = np.frombuffer(raw, dtype=np.dtype(quant["dtype"]).newbyteorder("<"))
-        values = q.astype(np.float64) * quant["scale"] + quant["min"]
-    dtype = np.int32 if spec["dtype"] == "int32" else np.float32
-    return values.astype(dtype).reshape(spec["shape"])
-
-
-def _nbytes(spec: dict) -> int:
-    return int(np.prod(spec["shape"], dtype=np.int64)) * _BYTES[(spec.get("quantization") or spec)["dtype"]]
-
 
 def _const_shape(node: dict) -> list[int] | None:
     shape = node.get("attr", {}).get("value", {}).get("tensor", {}).get("tensorShape")
@@ -75,26 +57,8 @@ def read_graph_model(path: str | Path, published: str) -> tuple[dict, dict[str, 
         if want is not None and list(spec["shape"]) != want:
             raise ValueError(f"{path}: tensor {spec['name']!r} has shape {spec['shape']} in the "
                              f"weightsManifest, its graph node says {want}")
-    weights = {}
-    for group in manifest:
-        blob = b""
-        for shard in group["paths"]:
-            shard_path = path.parent / shard
-            if not shard_path.is_file():
-                raise GraphWeightsNotFoundError(
-                    f"weights shard {shard_path} (listed in {path.name}) not found; the files "
-                    f"are published in {published}")
-            blob += shard_path.read_bytes()
-        need = sum(_nbytes(s) for s in group["weights"])
-        if len(blob) != need:
-            raise ValueError(f"shard(s) {group['paths']} of {path} hold {len(blob)} bytes, the "
-                             f"manifest needs {need}; the download is truncated or corrupt "
-                             f"(fetch again: {published})")
-        offset = 0
-        for spec in group["weights"]:
-            size = _nbytes(spec)
-            weights[spec["name"]] = _dequantise(blob[offset:offset + size], spec)
-            offset += size
+    weights = read_shards(manifest, path.parent, str(path), path.name, published,
+                          GraphWeightsNotFoundError)
     return model, weights
 
 
