@@ -187,3 +187,17 @@ def test_unsupported_op_is_named():
     model["modelTopology"]["node"][3]["op"] = "Conv3D"
     with pytest.raises(NotImplementedError, match="Conv3D.*'conv'"):
         TfjsGraph(model, weights, ["flat"])
+
+
+def test_the_js_librarys_preprocessing_is_another_model_input(model_dir):
+    """`preprocessing=human_js` (RGB 0..1, as the npm package's JS library feeds the graph) is
+    kept only to measure what that mistake costs: another fingerprint, other embeddings."""
+    from facecure.extractors import create_extractor
+
+    original = create_extractor("mobileface", model_dir=str(model_dir))
+    js = create_extractor("mobileface", model_dir=str(model_dir), preprocessing="human_js")
+    assert original.fingerprint != js.fingerprint
+    x = torch.rand(2, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    assert (original(x) * js(x)).sum(1).max() < 0.99
+    with pytest.raises(ValueError, match="preprocessing"):
+        create_extractor("mobileface", model_dir=str(model_dir), preprocessing="bgr")

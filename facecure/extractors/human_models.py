@@ -12,7 +12,7 @@ library's RGB 0..1), on the crop its config declares:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -80,11 +80,23 @@ def load_graph(model: str, model_dir: str | Path) -> tuple[TfjsGraph, Path]:
     return TfjsGraph(topology, weights, [spec.output], name=model), path
 
 
-def human_model_extractor(name: str, model: str, model_dir: str, device: str = "cpu") -> Extractor:
+PREPROCESSING = ("original", "human_js")
+
+
+def human_model_extractor(name: str, model: str, model_dir: str, device: str = "cpu",
+                          preprocessing: str = "original") -> Extractor:
     """`model`'s graph as an Extractor: (B, 3, H, W) RGB in [0, 1], any size (resized to the
-    model's input) -> (B, D) embeddings; differentiable, the weights frozen."""
+    model's input) -> (B, D) embeddings; differentiable, the weights frozen.
+
+    `preprocessing`: `original` (the model's own project, the table in DESIGN.md) or `human_js`
+    (what the npm package's JS library feeds it: RGB in 0..1, no mean), only to measure what a
+    preprocessing mistake costs."""
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing={preprocessing!r}: expected one of {', '.join(PREPROCESSING)}")
     spec = SPECS.get(model)
     graph, path = load_graph(model, model_dir)
+    if preprocessing == "human_js":  # x in 0..1 reaches the graph as RGB, unnormalised
+        spec = replace(spec, channels="RGB", mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0))
     key = content_fingerprint({"weights": graph_fingerprint(path), "port": PORT_VERSION,
                                "output": spec.output, "size": spec.input_size,
                                "channels": spec.channels, "mean": spec.mean, "std": spec.std,
