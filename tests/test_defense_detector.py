@@ -24,7 +24,12 @@ from facecure.defenses.detector import (
     unchanged_twins,
 )
 from facecure.extractors.adapters.weights import IncompatibleWeightsError
+from facecure.paths import PROJECT_ROOT
 from facecure.results import read_results
+
+# Read at collection, before a fixture points FACECURE_CACHE at a private folder.
+LPIPS_ALEXNET = (Path(__import__("os").environ.get("FACECURE_CACHE") or PROJECT_ROOT / ".cache")
+                 / "weights" / "lpips" / "alexnet.pth")
 
 TINY_MODEL = "mobilenetv2_035"
 TINY_DETECTOR = ["defense=detector", f"defense.model_name={TINY_MODEL}", "defense.epochs=1",
@@ -208,3 +213,21 @@ def test_input_size_is_the_attacks_but_at_least_the_minimum():
     assert input_size_of({"input_size": None, "min_input_size": 128}, at64, []) == 128
     assert input_size_of({"input_size": None, "min_input_size": 128}, at224, []) == 224
     assert input_size_of({"input_size": 32, "min_input_size": 128}, at224, []) == 32  # as set
+
+
+def test_detector_from_the_imagenet_alexnet_trunk_on_this_machine(tmp_path):
+    """defense=detector_alexnet: LPIPS' ImageNet AlexNet (make weights-lpips) as the trunk;
+    the cache key follows the weights' content, and a missing file trains from scratch."""
+    from facecure.defenses.detector import build_detector, recipe
+
+    weights = LPIPS_ALEXNET
+    if not weights.is_file():
+        pytest.skip(f"{weights} missing: make weights-lpips converts it")
+    settings = {"model_name": "tv_alexnet", "weights": str(weights), "input_size": 128,
+                "epochs": 1, "lr": 1e-4, "batch_size": 4, "seed": 0}
+    detector = build_detector(settings)
+    assert detector.init == "imagenet"
+    assert torch.equal(detector(torch.rand(3, 3, 64, 64)), torch.zeros(3))  # zero head: p = 0.5
+    scratch = {**settings, "weights": str(tmp_path / "absent.pth")}
+    assert build_detector(scratch).init == "scratch"
+    assert recipe(settings)["init"] != recipe(scratch)["init"]

@@ -73,10 +73,53 @@ def has_imagenet_weights(settings: dict) -> bool:
     return bool(settings.get("weights")) and Path(settings["weights"]).is_file()
 
 
+# ImageNet trunks that ship on this machine (`make weights-lpips` converts LPIPS' AlexNet and
+# VGG16 into torchvision's `features.N` layout): `model_name=tv_alexnet|tv_vgg16`.
+TRUNKS = {"tv_alexnet": ("alexnet", 256), "tv_vgg16": ("vgg16", 512)}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class TrunkClassifier(nn.Module):
+    """A torchvision convolutional trunk, global average pooling, one logit."""
+
+    def __init__(self, arch: str, width: int):
+        super().__init__()
+        import torchvision
+
+        self.features = getattr(torchvision.models, arch)(weights=None).features
+        self.head = nn.Linear(width, 1)
+        nn.init.zeros_(self.head.weight)  # p = 0.5 for every picture at the start (as below)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def _trunk_detector(settings: dict) -> Detector:
+    arch, width = TRUNKS[settings["model_name"]]
+    model = TrunkClassifier(arch, width)
+    init = "scratch"
+    if has_imagenet_weights(settings):
+        weights = settings["weights"]
+        state = state_dict_of(load_checkpoint(weights, "detector", "torchvision "
+                                              f"{arch} features (make weights-lpips)", PUBLISHED,
+                                              settings.get("weights_only", True)))
+        trunk = {k.removeprefix("features."): v for k, v in state.items()
+                 if k.startswith("features.")}  # a whole torchvision file: its classifier goes
+        load_into(model.features, trunk, weights, "detector", f"torchvision {arch}.features")
+        init = "imagenet"
+    else:
+        log.warning("detector: no ImageNet weights at %s; training %s from scratch",
+                    settings.get("weights"), arch)
+    return Detector(model, settings["input_size"], IMAGENET_MEAN, IMAGENET_STD, init)
+
+
 def build_detector(settings: dict) -> Detector:
     """A fresh detector: ImageNet weights from `settings['weights']` if that file exists."""
     import timm
 
+    if settings["model_name"] in TRUNKS:
+        return _trunk_detector(settings)
     model = timm.create_model(settings["model_name"], pretrained=False, num_classes=1)
     # A zero head starts every picture at p = 0.5: timm's init of a one-output head (uniform
     # in +-1 over 1280 features for MobileNetV2) starts at logits of +-10, saturating the loss.
