@@ -63,6 +63,7 @@ bench: $(STAMP) weights-real weights-lpips ## Speed and memory benchmarks; train
 	$(BIN)/python -m benchmarks.zoo
 	$(BIN)/python -m benchmarks.attacks
 	$(BIN)/python -m benchmarks.faces
+	$(BIN)/python -m benchmarks.real_models
 
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf outputs multirun/*/ .pytest_cache .ruff_cache
