@@ -140,7 +140,9 @@ def build_scrape(node):
     """The `scrape` group: None for the paper's protocol (scrape=none)."""
     if node is None or node.get("_target_") is None:
         return None
-    return instantiate(node)
+    spec = OmegaConf.to_container(node, resolve=True)
+    spec.pop("name", None)  # a label for the records, not a setting
+    return instantiate(spec)
 
 
 def check_attack_inputs(attack, dataset, run_dir: Path) -> None:
@@ -194,6 +196,11 @@ def run(cfg: DictConfig) -> list[dict]:
         if not dataset.aligned:  # real photos: the trainer's extractor gets its own crop
             aligner = instantiate(cfg.align, device=resolve_device(cfg.device))
             dataset = align_dataset(dataset, crop_spec_of(cfg.extractor), aligner, cfg.progress)
+        scrape = build_scrape(cfg.get("scrape"))
+        if scrape is not None and aligner is None:
+            raise ValueError(f"scrape={cfg.scrape.get('name', 'posted')} pastes cloaks back into "
+                             f"the photos they were cut from; {dataset.name} are face crops "
+                             "already (data.aligned): use scrape=none, or in-the-wild photos")
         split = split_dataset(dataset, cfg.seed, cfg.eval.train_fraction)
         defense = cfg.get("defense") or OmegaConf.create({"name": "none"})
         public = Split({}, {})
@@ -222,7 +229,7 @@ def run(cfg: DictConfig) -> list[dict]:
             cfg, split, public, attackers, extractor, attack, pool,
             EmbeddingStore(cache / "embeddings"),
             PerturbedStore(cache / "perturbed", cfg.attack.get("batch_size", 64), device,
-                           budget_lpips(cfg), aligner, build_scrape(cfg.get("scrape"))),
+                           budget_lpips(cfg), aligner, scrape),
             instantiate(cfg.index), run_dir, device, cfg.progress, cfg.seed,
             cfg.attack.get("unprotected", 0))
         if defense.name == "none":

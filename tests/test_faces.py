@@ -370,3 +370,12 @@ def test_the_store_cloaks_the_surrogates_crop_and_hands_the_trainer_its_own(tmp_
     assert len(again) + len(scraped.lost) == len(pictures)
     assert all(t.load().shape == (150, 150, 3) and t.key not in {p.key for p in pictures}
                for t in again)
+
+
+def test_a_scrape_on_face_crops_is_refused(compose_cfg, tmp_path):
+    from facecure.app import run
+
+    with pytest.raises(ValueError, match="scrape=jpeg85 pastes cloaks back"):
+        run(compose_cfg("scrape=jpeg85", "attack=noise", "data.n_identities=4",
+                        "data.pictures_per_identity=3", "data.image_size=32", "n_attackers=1",
+                        "progress=false", f"+run_dir={tmp_path / 'run'}"))
