@@ -40,6 +40,8 @@ def test_experiment_and_its_sweep_compose(name, cache_dir):
             for override in job:
                 key, value = override.split("=")
                 got = choices[key] if key in choices else OmegaConf.select(cfg, key)
+                if OmegaConf.is_list(got):  # a list override: attack.surrogates=[dlib]
+                    got = "[" + ",".join(map(str, got)) + "]"
                 assert str(got).lower() == value.lower()
     GlobalHydra.instance().clear()
 
@@ -88,6 +90,8 @@ def test_a_tiny_version_of_every_experiment_runs(name, compose_cfg, tmp_path):
         tiny = [o.replace("surrogates=[zoo_softmax]", "surrogates=[zoo_clip]") for o in tiny]
     tiny += TINY_DEFENSES.get(cfg.defense.name, [])
     data = ["data.n_identities=12" if o.startswith("data.n_identities") else o for o in TINY_DATA]
+    if cfg.data.name != "synthetic":  # a real-photo experiment (oblivious_real) in tiny form
+        data = ["data=synthetic", *data]
     cfg = compose_cfg(f"experiment={name}", *[o for o in job if not o.startswith(("attack=", "extractor="))],
                       *tiny, *data, "n_attackers=2", "progress=false",
                       "trainer.enable_progress_bar=false", f"+run_dir={tmp_path}")
