@@ -13,9 +13,9 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
-from facecure.app import ExtractorPool, build_attack
 from facecure.data.synthetic_dataset import synthetic_faces
 from facecure.extractors.base import to_tensor
+from facecure.factory import ExtractorPool, create_attack
 from facecure.paths import CONF_DIR
 
 STEPS, BATCH = 10, 32
@@ -48,7 +48,7 @@ def main(names: list[str]) -> None:
     print(f"{'attack':<12} {'mode steps':>10} {'batched pic/s':>14} {'single pic/s':>13} {'ratio':>6}")
     for name in names or ATTACKS:
         cfg = compose_attack(name, ATTACKS.get(name, []))
-        attack = build_attack(cfg.attack, ExtractorPool(cfg, "cpu"))
+        attack = create_attack(cfg.attack, ExtractorPool(cfg, "cpu"))
         full_steps, attack.steps = attack.steps, STEPS
         attack.perturb(x[:2], ids[:2])  # warm-up: first convolutions pick their kernels
         batched = pictures_per_second(attack, x, ids, BATCH)

@@ -6,7 +6,6 @@ directly with a composed config. The work itself is in plain functions over obje
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import os
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,12 +22,11 @@ from facecure.attacks.lowkey import alexnet_weights_path, lpips_distance
 from facecure.attacks.store import PerturbedStore
 from facecure.data import build_dataset
 from facecure.data.dataset import Split, choose_attackers, split_dataset
-from facecure.defenses import Defended, DefenseContext, defense_runner, split_public
+from facecure.defenses import DefenseContext, split_public
 from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.protection import ProtectionResult
-from facecure.extractors.base import Extractor
-from facecure.extractors.registry import extractor_config, instantiate_extractor
 from facecure.faces import align_dataset, crop_spec_of
+from facecure.factory import Factory, create_defense
 from facecure.paths import CONF_DIR
 from facecure.results import aggregate, budget_summary, read_results, versions, write_results
 from facecure.table import print_results
@@ -52,78 +50,10 @@ def run_dir_of(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-class ExtractorPool:
-    """Builds each extractor once per run: the trainer's extractor may also be a surrogate."""
-
-    def __init__(self, cfg: DictConfig, device: str):
-        self.cfg, self.device = cfg, device
-        self._built: dict[str, Extractor] = {}
-
-    def get(self, name: str | None = None, **overrides) -> Extractor:
-        """Extractor `name` (None: the run's), its config keys replaced by `overrides`."""
-        name = name or self.cfg.extractor.name
-        key = name + (f"-{fingerprint(overrides)}" if overrides else "")
-        if key not in self._built:
-            cfg = (self.cfg.extractor if name == self.cfg.extractor.name and not overrides
-                   else extractor_config(name, paths=self.cfg.paths, **overrides))
-            # Extractors FaceCure trains (the zoo) take the run's Lightning trainer settings.
-            extra = ({"trainer": OmegaConf.to_container(self.cfg.trainer, resolve=True)}
-                     if "trainer" in cfg else {})
-            extractor = instantiate_extractor(cfg, **extra)
-            self._built[key] = extractor.to(self.device)
-        return self._built[key]
-
-
-ATTACK_RUN_KEYS = ("name", "batch_size", "unprotected")  # read by the run, not the attack
-# Labels a defended system adds to its records (WiSE-FT alpha, combined system, ...).
-EXTRA_KEYS = ("alpha", "system", "rerouted_share", "robust_extractor", "classifier",
-              "attack_label", "attack_unprotected", "threshold", "calibration_rerouted_share",
-              "detector_cutoff", "detector_clean_flagged",
-              "robust_public", "per_attacker")
-
-
-def build_attack(spec: DictConfig | dict, pool: ExtractorPool):
-    """Instantiate an attack config; surrogate names become built extractors, recursively
-    (a mixed attack holds two attack configs)."""
-    if isinstance(spec, DictConfig):
-        spec = OmegaConf.to_container(spec, resolve=True)
-    name = spec.get("name", spec.get("_target_"))
-    spec = {k: v for k, v in spec.items() if k not in ATTACK_RUN_KEYS}
-    try:
-        takes = inspect.signature(get_class(spec["_target_"])).parameters
-    except ValueError:  # a builtin target (no signature to check against): takes anything
-        takes = None
-    if "label" in spec and takes is not None and "label" not in takes:
-        spec.pop("label")  # a run key (attack_label in the records) unless the attack takes it
-    if takes is not None and not any(p.kind == p.VAR_KEYWORD for p in takes.values()):
-        unknown = sorted(set(spec) - set(takes) - {"_target_", "surrogate_sets"})
-        if unknown:  # e.g. experiment=demo (Fawkes' mode) with attack=lowkey
-            raise ValueError(f"attack {name!r} has no setting "
-                             f"{', '.join(unknown)}: an experiment or override set it for another "
-                             f"attack; it takes {', '.join(sorted(set(takes) - {'self'}))}")
-    names, sets = spec.pop("surrogates", None), spec.pop("surrogate_sets", None)
-    if names is None and sets is not None:
-        names = sets[spec["mode"]]
-    if names is not None:
-        spec["surrogates"] = [pool.get(n) for n in names]
-    for key, value in spec.items():
-        if isinstance(value, dict) and str(value.get("_target_", "")).startswith("facecure.attacks"):
-            spec[key] = build_attack(value, pool)
-    attack = instantiate(spec)
-    if spec.get("surrogates"):  # real photos: the attack cloaks its surrogates' crop
-        attack.crop_spec = surrogates_crop(name, spec["surrogates"])
-    return attack
-
-
-def surrogates_crop(attack: str, surrogates: list[Extractor]) -> dict:
-    """The one crop an attack's surrogates share (each gets the cloaked crop as it is)."""
-    specs = {json.dumps(s.crop_spec, sort_keys=True): s.crop_spec for s in surrogates}
-    if len(specs) > 1:
-        by = ", ".join(f"{s.name}: {s.crop_spec['kind']}" for s in surrogates)
-        raise ValueError(f"attack {attack!r}: its surrogates are trained on different crops "
-                         f"({by}); one cloak is made on one crop, so choose surrogates that "
-                         "share one")
-    return next(iter(specs.values()))
+# The labels every record of a run carries that tell its measurements apart (a report row
+# each); a defense adds its own (`Defended.labels`). Records list them under "labels".
+RUN_LABELS = ("experiment", "attack", "attack_mode", "attack_label", "extractor", "defense",
+              "attack_unprotected", "dataset")
 
 
 def budget_lpips(cfg: DictConfig):
@@ -185,6 +115,7 @@ def run(cfg: DictConfig) -> list[dict]:
     device = resolve_device(cfg.device)
     timings = {}
 
+    defense = create_defense(cfg.get("defense"))  # a typo in its settings fails here, not later
     logger = instantiate(cfg.logger)
     name = _run_name(cfg)
     logger.start(run_dir, name, cfg.experiment_name, OmegaConf.to_container(cfg, resolve=True))
@@ -202,11 +133,9 @@ def run(cfg: DictConfig) -> list[dict]:
                              f"the photos they were cut from; {dataset.name} are face crops "
                              "already (data.aligned): use scrape=none, or in-the-wild photos")
         split = split_dataset(dataset, cfg.seed, cfg.eval.train_fraction)
-        defense = cfg.get("defense") or OmegaConf.create({"name": "none"})
         public = Split({}, {})
-        if defense.name != "none":  # the trainer's public users: never attackers, never scored
-            public_ids, _ = split_public(split.identities, defense.get("public_fraction", 0.5),
-                                         cfg.seed)
+        if defense.public_fraction:  # the trainer's public users: never attackers, never scored
+            public_ids, _ = split_public(split.identities, defense.public_fraction, cfg.seed)
             public = Split({i: split.train.pop(i) for i in public_ids},
                            {i: split.test.pop(i) for i in public_ids})
         attackers = choose_attackers(split.identities, cfg.n_attackers, cfg.seed)
@@ -217,26 +146,22 @@ def run(cfg: DictConfig) -> list[dict]:
         timings["data_s"] = time.time() - t
 
         t = time.time()
-        pool = ExtractorPool(cfg, device)
-        extractor = pool.get()
-        attack = build_attack(cfg.attack, pool)
+        factory = Factory(cfg, device)
+        extractor = factory.get()
+        attack = factory.attack(cfg.attack)
         check_attack_inputs(attack, dataset, run_dir)
         timings["models_s"] = time.time() - t
 
         t = time.time()
         cache = Path(cfg.paths.cache_dir)
         ctx = DefenseContext(
-            cfg, split, public, attackers, extractor, attack, pool,
+            cfg, split, public, attackers, extractor, attack, factory,
             EmbeddingStore(cache / "embeddings"),
             PerturbedStore(cache / "perturbed", cfg.attack.get("batch_size", 64), device,
                            budget_lpips(cfg), aligner, scrape),
             instantiate(cfg.index), run_dir, device, cfg.progress, cfg.seed,
             cfg.attack.get("unprotected", 0))
-        if defense.name == "none":
-            measured = [Defended(ctx.protection(extractor), "none", extractor.name,
-                                 extractor.fingerprint)]
-        else:
-            measured = defense_runner(defense.name)(ctx)
+        measured = defense.run(ctx)
         timings["measure_s"] = time.time() - t
         if ctx.perturbed.lost:  # the trainer found no face in these twins after the scrape
             log.warning("%d perturbed picture(s) lost to the trainer (listed in lost.json)",
@@ -268,14 +193,15 @@ def run(cfg: DictConfig) -> list[dict]:
                 records.append({**common, **m})
                 continue
             labels = {**common, "defense": m.defense, "extractor": m.extractor,
-                      "extractor_fingerprint": m.extractor_fingerprint, **m.extra}
+                      "extractor_fingerprint": m.extractor_fingerprint, **m.labels, **m.measured,
+                      "labels": [*RUN_LABELS, *m.labels]}
             records += _records(m.result, cfg, attack, labels, split)
         # All at once: a results.jsonl that exists is a finished job (a rerun skips it).
         write_results(run_dir / "results.jsonl", [run_record] + records)
         aggregates = [r for r in records if r["kind"] == "aggregate"]
         for agg in aggregates:
-            logger.log_metrics({f"eval/{agg['attack']}/protection_rate": agg["protection_rate_mean"],
-                                f"eval/{agg['attack']}/clean_accuracy": agg["clean_accuracy"]})
+            logger.log_metrics({f"{metric_prefix(agg)}/protection_rate": agg["protection_rate_mean"],
+                                f"{metric_prefix(agg)}/clean_accuracy": agg["clean_accuracy"]})
         logger.log_table("attackers", [r for r in records if r["kind"] == "attacker"])
         logger.log_table("aggregates", aggregates)
         print_results(aggregates, run_dir, dataset.synthetic,
@@ -284,6 +210,14 @@ def run(cfg: DictConfig) -> list[dict]:
         return records
     finally:
         logger.finish(exit_code)
+
+
+def metric_prefix(record: dict) -> str:
+    """`eval/<defense>/<model>/<attack>`, plus the system's own labels (alpha=0.6, system=top2):
+    a robust run's base and robust models, a WiSE-FT curve's alphas log apart."""
+    own = [f"{k}={record[k]}" for k in record.get("labels", ()) if k not in RUN_LABELS
+           and record.get(k) is not None and k != "robust_extractor"]
+    return "/".join(["eval", record["defense"], record["extractor"], record["attack"], *own])
 
 
 def _records(result: ProtectionResult, cfg, attack, common, split) -> list[dict]:
@@ -301,8 +235,7 @@ def _records(result: ProtectionResult, cfg, attack, common, split) -> list[dict]
             "unprotected": o.n_gallery_rows - o.n_perturbed,
             "budget": budget_summary(budgets.get(o.attacker, [])),
         } for o in outcomes]
-        extra = {k: common[k] for k in EXTRA_KEYS if k in common}
-        out += attacker_records + [{**aggregate(attacker_records), **extra}]
+        out += attacker_records + [aggregate(attacker_records)]
     return out
 
 

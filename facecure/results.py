@@ -65,16 +65,22 @@ def budget_summary(budgets: list[dict]) -> dict:
             "lpips_mean": float(np.mean(lpips)) if lpips else None}
 
 
+# What varies from one attacker record to the next: measured, never a label of the group.
+ATTACKER_VALUES = ("kind", "attacker", "protection_rate", "clean_accuracy", "n_test", "n_train",
+                   "n_perturbed", "unprotected", "budget")
+
+
 def aggregate(records: list[dict]) -> dict:
-    """One aggregate record over attacker records of the same (attack, extractor, defense)."""
+    """One aggregate record over attacker records of the same (attack, extractor, defense):
+    every label the attackers share, copied, and the summary of their measurements."""
     first = records[0]
+    labels = {k: v for k, v in first.items()
+              if k not in ATTACKER_VALUES and all(r.get(k) == v for r in records)}
     pr = summarize(r["protection_rate"] for r in records)
     ca = summarize(r["clean_accuracy"] for r in records)
     budgets = [r["budget"] for r in records if r.get("budget")]
     return {
-        "kind": "aggregate", **{k: first[k] for k in ("experiment", "attack", "attack_mode",
-                                                       "extractor", "defense", "seed", "dataset",
-                                                       "synthetic")},
+        "kind": "aggregate", **labels,
         "protection_rate_mean": pr["mean"], "protection_rate_std": pr["std"],
         "protection_rate_ci95": pr["ci95"], "clean_accuracy": ca["mean"],
         "clean_accuracy_std": ca["std"], "n_attackers": len(records),

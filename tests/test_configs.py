@@ -7,11 +7,11 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from facecure.app import ExtractorPool, build_attack
 from facecure.attacks import Attack
 from facecure.data import build_dataset
 from facecure.evaluation import FlatL2Index
 from facecure.extractors import Extractor, create_extractor, list_extractors
+from facecure.factory import ExtractorPool, create_attack
 from facecure.loggers import RunLogger
 from facecure.paths import CONF_DIR
 
@@ -62,7 +62,7 @@ def test_instantiate_groups(compose_cfg, tmp_path):
     for option in options("attack"):
         # An attack missing from SMALL_ATTACK would train the full zoo for its surrogates.
         cfg = compose_cfg(*generic, f"attack={option}", *SMALL_ATTACK.get(option, []))
-        assert isinstance(build_attack(cfg.attack, pool), Attack)
+        assert isinstance(create_attack(cfg.attack, pool), Attack)
     for option in options("trainer"):
         assert "accelerator" in compose_cfg(f"trainer={option}").trainer
 
@@ -101,4 +101,4 @@ def test_typos_fail_with_hydra_errors(compose_cfg):
 def test_a_setting_meant_for_another_attack_is_named(compose_cfg):
     cfg = compose_cfg(*TINY, "experiment=demo", "attack=lowkey_dssim")  # demo sets Fawkes' mode
     with pytest.raises(ValueError, match="'lowkey' has no setting mode"):
-        build_attack(cfg.attack, ExtractorPool(cfg, "cpu"))
+        create_attack(cfg.attack, ExtractorPool(cfg, "cpu"))

@@ -11,16 +11,13 @@ import torch.nn.functional as F
 from conftest import TINY, kill_at_first_checkpoint
 
 import facecure.app
-import facecure.defenses.robust as robust_mod
+import facecure.defenses.fine_tuning as robust_mod
+import facecure.defenses.robust
 from facecure.app import run
+from facecure.config_groups import compose_group
 from facecure.data.dataset import Picture
-from facecure.defenses.robust import (
-    FineTuner,
-    PictureSet,
-    public_groups,
-    public_pairs,
-    robust_extractor,
-)
+from facecure.defenses.fine_tuning import FineTuner, PictureSet, public_groups, public_pairs
+from facecure.factory import create_defense
 from facecure.results import read_results
 
 TINY_ROBUST = ["defense=robust", "defense.steps=6", "defense.checkpoint_every=3"]
@@ -31,12 +28,34 @@ TWO_ATTACKS = ("defense.train_attacks=[{name:pgd,steps:2,image_size:null,surroga
 
 def run_context(compose_cfg, monkeypatch, tmp_path, *overrides, base=TINY):
     """The DefenseContext the app builds for `overrides` (the defense itself is not run)."""
-    seen = []
-    monkeypatch.setattr(facecure.app, "defense_runner",
-                        lambda name: lambda ctx: seen.append(ctx) or [])
+    seen, real = [], facecure.app.create_defense
+
+    def capture(spec):
+        defense = real(spec)
+        defense.run = lambda ctx: seen.append(ctx) or []
+        return defense
+
+    monkeypatch.setattr(facecure.app, "create_defense", capture)
     run(compose_cfg(*base, *overrides, f"+run_dir={tmp_path / 'ctx'}"))
     monkeypatch.undo()
     return seen[0]
+
+
+def robust_extractor(ctx, **overrides):
+    """The run's robust defense (its config with `overrides`) fine-tuning the run's extractor."""
+    return create_defense({**ctx.cfg.defense, **overrides}).robust_extractor(ctx)
+
+
+def paper_recipe(**changes) -> dict:
+    """conf/defense/robust.yaml's fine-tuning settings (the paper's), with `changes`."""
+    defense = create_defense(compose_group("defense", "robust"))
+    return {**defense.settings, **changes}
+
+
+def fine_tune(module, data, settings, path, part):
+    """Fine-tune `module` on `data` into `path`'s folder, named by `path`'s stem."""
+    return robust_mod.fine_tune(lambda: (module, data), settings, 0, path.parent, path.stem, {},
+                                part, {"enable_progress_bar": False, "accelerator": "cpu"})
 
 
 def test_robust_run_records_base_and_robust_extractor(compose_cfg, tmp_path):
@@ -72,23 +91,21 @@ def test_robust_training_lowers_the_training_loss(compose_cfg, monkeypatch, tmp_
             return F.cross_entropy(module.logits(x), y).item()
 
     before = loss()
-    settings = {**robust_mod.FINE_TUNE_DEFAULTS, "steps": 30, "checkpoint_every": 30}
-    robust_mod.fine_tune(module, data, settings, 0, tmp_path / "m.pt", module,
-                         {"enable_progress_bar": False, "accelerator": "cpu"})
+    settings = paper_recipe(steps=30, checkpoint_every=30)
+    fine_tune(module, data, settings, tmp_path / "m", module)
     assert loss() < before - 0.2
-    assert (tmp_path / "m.pt").exists() and not (tmp_path / "m.work").exists()
+    assert list(tmp_path.glob("m-*.pt")) and not list(tmp_path.glob("m-*.work"))
 
 
 def test_freeze_bn_keeps_the_pretrained_batchnorm_statistics(compose_cfg, monkeypatch, tmp_path):
     ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST)
     data = PictureSet(public_groups(ctx, [ctx.attack]), ctx.extractor.input_size)
-    settings = {**robust_mod.FINE_TUNE_DEFAULTS, "steps": 4, "checkpoint_every": 4}
+    settings = paper_recipe(steps=4, checkpoint_every=4)
     stats = {}
     for freeze in (False, True):
         module = FineTuner(robust_mod.trainable_copy(ctx.extractor, "robust"), len(data.classes),
                            freeze_bn=freeze)
-        robust_mod.fine_tune(module, data, settings, 0, tmp_path / f"{freeze}.pt", module,
-                             {"enable_progress_bar": False, "accelerator": "cpu"})
+        fine_tune(module, data, settings, tmp_path / f"{freeze}", module)
         stats[freeze] = {k: v for k, v in module.extractor.state_dict().items() if "running_" in k}
     before = {k: v for k, v in ctx.extractor.state_dict().items() if "running_" in k}
     assert stats[True].keys() == before.keys() and before
@@ -141,9 +158,8 @@ def test_invariance_terms_train_without_labels_and_keep_the_teacher_fixed(
             return (1 - (both[:len(x)] * both[len(x):]).sum(1)).mean().item()
 
     before, teacher_state = invariance(), copy.deepcopy(teacher.state_dict())
-    settings = {**robust_mod.FINE_TUNE_DEFAULTS, "steps": 30, "checkpoint_every": 30}
-    robust_mod.fine_tune(module, data, settings, 0, tmp_path / "m.pt", module.extractor,
-                         {"enable_progress_bar": False, "accelerator": "cpu"})
+    settings = paper_recipe(steps=30, checkpoint_every=30)
+    fine_tune(module, data, settings, tmp_path / "m", module.extractor)
     assert invariance() < before
     assert all(torch.equal(v, teacher_state[k]) for k, v in teacher.state_dict().items())
     assert not teacher.training
@@ -166,7 +182,7 @@ def test_robust_extractor_is_cached_and_loaded_not_retrained(compose_cfg, monkey
     assert first.name == "zoo_softmax+robust" and first.fingerprint.startswith(first.name)
     assert (ctx.cache_dir / f"{first.fingerprint}.pt").exists()
     assert len(list(ctx.perturbed.root.glob("pgd-*"))) == 1  # the named attacks ran on public users
-    own_attack = robust_extractor(ctx, {**ctx.cfg.defense, "train_attacks": None})
+    own_attack = robust_extractor(ctx, train_attacks=None)
     assert own_attack.fingerprint != first.fingerprint  # the train attacks are in the recipe
 
     def no_training(*args, **kwargs):
@@ -213,10 +229,15 @@ def test_killed_robust_training_resumes(compose_cfg, tmp_path, cache_dir, caplog
 def test_validation_users_are_held_out_of_the_fine_tune_and_scored(compose_cfg, monkeypatch,
                                                                    tmp_path):
     trained_on = []
-    real_fine_tune = robust_mod.fine_tune
-    monkeypatch.setattr(robust_mod, "fine_tune",
-                        lambda module, data, *a: trained_on.append(set(data.classes))
-                        or real_fine_tune(module, data, *a))
+    real_fine_tune = facecure.defenses.robust.fine_tune
+
+    def seen(prepare):
+        module, data = prepare()
+        trained_on.append(set(data.classes))
+        return module, data
+
+    monkeypatch.setattr(facecure.defenses.robust, "fine_tune",
+                        lambda prepare, *a: real_fine_tune(lambda: seen(prepare), *a))
     stand_in = ("defense.train_attacks=[{name:lowkey_dssim,steps:2,image_size:null,"
                 "surrogates:[zoo_softmax]}]")
     run(compose_cfg(*TINY, *TINY_ROBUST, stand_in, "defense.validation_users=2",
@@ -237,9 +258,9 @@ def test_validation_users_are_held_out_of_the_fine_tune_and_scored(compose_cfg, 
 
 
 def test_validation_users_enter_the_recipe_only_when_set(compose_cfg, monkeypatch, tmp_path):
-    from facecure.defenses.robust import recipe_of, settings_of
-    assert "validation_users" not in recipe_of(settings_of({}))  # cached models keep their keys
-    assert recipe_of(settings_of({"validation_users": 3}))["validation_users"] == 3
+    recipe_of = robust_mod.recipe_of
+    assert "validation_users" not in recipe_of(paper_recipe())  # cached models keep their keys
+    assert recipe_of(paper_recipe(validation_users=3))["validation_users"] == 3
     ctx = run_context(compose_cfg, monkeypatch, tmp_path, *TINY_ROBUST)
     with pytest.raises(ValueError, match="validation_users=4"):
-        robust_extractor(ctx, {**ctx.cfg.defense, "validation_users": 4})  # 4 public users
+        robust_extractor(ctx, validation_users=4)  # 4 public users

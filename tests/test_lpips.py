@@ -138,16 +138,16 @@ def test_numpy_unpickler_refuses_anything_but_arrays(tmp_path):
 
 
 def test_lowkey_runs_with_lpips_alex(compose_cfg, weights):
-    from facecure.app import ExtractorPool, build_attack
     from facecure.attacks.budget import measure
     from facecure.data import build_dataset
     from facecure.extractors.base import to_tensor
+    from facecure.factory import ExtractorPool, create_attack
 
     cfg = compose_cfg(*TINY, "attack=lowkey")
     assert cfg.attack.perceptual == "lpips"
     assert Path(cfg.attack.alexnet_weights) == default_dir() / "alexnet.pth"  # config = code
     cfg = compose_cfg(*TINY, "attack=lowkey", f"attack.alexnet_weights={weights}/alexnet.pth")
-    attack = build_attack(cfg.attack, ExtractorPool(cfg, "cpu"))
+    attack = create_attack(cfg.attack, ExtractorPool(cfg, "cpu"))
     assert attack._lpips is not None and attack.params()["perceptual"] == "lpips"
     data = build_dataset(cfg.data, progress=False)
     x = torch.stack([to_tensor(p.load()) for p in next(iter(data.identities.values()))[:2]])

@@ -78,3 +78,10 @@ def settings_of(cls: type) -> tuple[str, ...]:
     takes = inspect.signature(cls.__init__).parameters.values()
     return tuple(p.name for p in takes if p.name != "self"
                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+def attack_label(cfg) -> str:
+    """How records name an attack config: a tool's own label, else name/mode (fawkes_v10/high)."""
+    if cfg.get("label"):
+        return str(cfg["label"])
+    return cfg["name"] + (f"/{cfg['mode']}" if cfg.get("mode") else "")

@@ -35,29 +35,23 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from facecure.data.dataset import Picture
+from facecure.defenses.base import Defense
 from facecure.defenses.context import Defended, DefenseContext
-from facecure.defenses.robust import (
-    FINE_TUNE_DEFAULTS,
+from facecure.defenses.fine_tuning import (
     RECIPE_VERSION,
     FineTuner,
     PictureSet,
     fine_tune,
     public_groups,
     recipe_of,
-    robust_extractor,
     train_attacks,
     trainable_copy,
-    trainer_kwargs_of,
 )
 from facecure.evaluation.evaluator import AttackerOutcome
 from facecure.evaluation.protection import ProtectionResult
-from facecure.utils.io import fingerprint
 
-LINEAR_DEFAULTS = {"weight_decay": 1e-4, "max_iter": 300}
-COMMON_DEFAULTS = {"robust_public": False, "train_attacks": None}
 # Classify: (train pictures per class, test pictures) -> predicted class name per test picture.
 Classify = Callable[[dict[str, list[Picture]], list[Picture]], np.ndarray]
 
@@ -107,15 +101,16 @@ def end_to_end_classifier(ctx: DefenseContext, settings: dict) -> Classify:
     recipe = recipe_of(settings)
 
     def classify(groups, test):
+        key = {"base": base.fingerprint, "recipe": recipe, "seed": ctx.seed,
+               "train": sorted((c, p.key) for c in groups for p in groups[c]),
+               "version": RECIPE_VERSION}
+        model = trainable_copy(base, "end_to_end")
         data = PictureSet(groups, base.input_size)
-        fp = fingerprint({"base": base.fingerprint, "recipe": recipe, "seed": ctx.seed,
-                          "train": sorted((c, p.key) for c in groups for p in groups[c]),
-                          "version": RECIPE_VERSION})
-        module = FineTuner(trainable_copy(base, "end_to_end"), len(data.classes),
-                           settings["lr_backbone"], settings["lr_head"], settings["weight_decay"],
-                           settings["flip"], settings["freeze_bn"])
-        path = ctx.cache_dir / f"{base.name}+end_to_end-{fp}.pt"
-        fine_tune(module, data, settings, ctx.seed, path, module, trainer_kwargs_of(ctx))
+        module = FineTuner(model, len(data.classes), settings["lr_backbone"],
+                           settings["lr_head"], settings["weight_decay"], settings["flip"],
+                           settings["freeze_bn"])
+        fine_tune(lambda: (module, data), settings, ctx.seed, ctx.cache_dir,
+                  f"{base.name}+end_to_end", key, module, ctx.trainer_kwargs)
         return np.array(data.classes)[module.to(ctx.device).predict(test)]
 
     return classify
@@ -156,40 +151,69 @@ def measure(ctx: DefenseContext, classify: Classify, per_attacker: bool,
     return result
 
 
-def _run(ctx: DefenseContext, kind: str, defaults: dict) -> list[Defended]:
-    spec = OmegaConf.to_container(ctx.cfg.defense, resolve=True)
-    settings = {**COMMON_DEFAULTS, **defaults, **{k: spec[k] for k in spec
-                                                  if k in defaults or k in COMMON_DEFAULTS}}
-    per_attacker = bool(spec.get("per_attacker", kind == "linear"))
-    extra, labels, weights = {}, {}, ctx.extractor.fingerprint
-    if settings["robust_public"]:
-        if not ctx.public.identities:
-            raise ValueError(f"defense={kind} with robust_public needs public users: "
+class Classifier(Defense):
+    """A classifier over the evaluation users in place of the 1-NN, scored beside it."""
+
+    name = "classifier"
+
+    def __init__(self, public_fraction: float, per_attacker: bool, robust_public: bool,
+                 train_attacks):
+        self.public_fraction, self.per_attacker = public_fraction, bool(per_attacker)
+        self.robust_public, self.train_attacks = bool(robust_public), train_attacks
+
+    def classify(self, ctx: DefenseContext) -> tuple[Classify, dict, str, dict]:
+        """(classify, extra classes, fingerprint of the features' weights, extra labels)."""
+        raise NotImplementedError
+
+    def run(self, ctx: DefenseContext) -> list[Defended]:
+        if self.robust_public and not ctx.public.identities:
+            raise ValueError(f"defense={self.name} with robust_public needs public users: "
                              "set defense.public_fraction > 0")
-    if kind == "linear":
+        classify, extra, weights, labels = self.classify(ctx)
+        result = measure(ctx, classify, self.per_attacker, extra)
+        base = ctx.extractor
+        return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
+                Defended(result, self.name, base.name, weights,  # the features' weights: a row each
+                         {"classifier": self.name, "robust_public": self.robust_public, **labels,
+                          "per_attacker": self.per_attacker})]
+
+
+class LinearProbe(Classifier):
+    """`defense=linear`: logistic regression on the trainer's frozen, cached embeddings."""
+
+    name = "linear"
+
+    def __init__(self, *, weight_decay: float, max_iter: int, **common):
+        super().__init__(**common)
+        self.settings = {"weight_decay": weight_decay, "max_iter": max_iter}
+
+    def classify(self, ctx):
+        if not self.robust_public:
+            return linear_classifier(ctx, self.settings), {}, ctx.extractor.fingerprint, {}
         # Paper App. C.1: with robust training the linear probe sits on the robust extractor
         # (defense=robust's fine-tune on the public pictures); frozen base features with the
         # public pictures as extra classes cannot learn to see through a perturbation.
-        features = None
-        if settings["robust_public"]:
-            features = robust_extractor(ctx, {"train_attacks": settings["train_attacks"]})
-            labels, weights = {"robust_extractor": features.name}, features.fingerprint
-        classify = linear_classifier(ctx, settings, features)
-    else:  # end to end: the public users' clean and perturbed pictures as extra classes
-        if settings["robust_public"]:
-            extra = public_groups(ctx, train_attacks(ctx, settings["train_attacks"]))
-        classify = end_to_end_classifier(ctx, settings)
-    result = measure(ctx, classify, per_attacker, extra)
-    base = ctx.extractor
-    return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
-            Defended(result, kind, base.name, weights,  # the features' weights: a report row each
-                     {"classifier": kind, "robust_public": bool(settings["robust_public"]), **labels,
-                      "per_attacker": per_attacker})]
+        features = ctx.build.defense("robust", train_attacks=self.train_attacks) \
+            .robust_extractor(ctx)
+        return (linear_classifier(ctx, self.settings, features), {}, features.fingerprint,
+                {"robust_extractor": features.name})
 
 
-def run_linear(ctx: DefenseContext) -> list[Defended]:
-    return _run(ctx, "linear", LINEAR_DEFAULTS)
+class EndToEnd(Classifier):
+    """`defense=end_to_end`: the extractor fine-tuned with a linear head over the evaluation
+    users (the public users' clean + perturbed pictures as extra classes with robust_public)."""
 
+    name = "end_to_end"
 
-def run_end_to_end(ctx: DefenseContext) -> list[Defended]:
-    return _run(ctx, "end_to_end", FINE_TUNE_DEFAULTS)
+    def __init__(self, *, steps: int, batch_size: int, lr_backbone: float, lr_head: float,
+                 weight_decay: float, flip: bool, freeze_bn: bool, checkpoint_every: int,
+                 **common):
+        super().__init__(**common)
+        self.settings = {"steps": steps, "batch_size": batch_size, "lr_backbone": lr_backbone,
+                         "lr_head": lr_head, "weight_decay": weight_decay, "flip": flip,
+                         "freeze_bn": freeze_bn, "checkpoint_every": checkpoint_every}
+
+    def classify(self, ctx):
+        extra = public_groups(ctx, train_attacks(ctx, self.train_attacks)) \
+            if self.robust_public else {}
+        return end_to_end_classifier(ctx, self.settings), extra, ctx.extractor.fingerprint, {}

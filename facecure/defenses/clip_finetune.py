@@ -9,26 +9,25 @@ weights are interpolated with the zero-shot ones (facecure.defenses.wiseft) for 
 from __future__ import annotations
 
 import copy
-import io
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import open_clip
 import torch
 from lightning.pytorch import seed_everything
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from facecure.data.dataset import Picture
+from facecure.defenses.base import Defense
 from facecure.defenses.context import Defended, DefenseContext
 from facecure.defenses.wiseft import wiseft_extractor
 from facecure.extractors.base import Extractor, resize, to_tensor
 from facecure.extractors.training import fit_resumable
 from facecure.extractors.zoo_clip import PROMPT, ClipModule, DistinctUsersSampler
-from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
+from facecure.utils.cached_fit import cached_fit
+from facecure.utils.io import fingerprint
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the fine-tuning code changes what a recipe produces
@@ -110,43 +109,52 @@ def finetune_clip(base: Extractor, pictures: Sequence[Picture], users: Sequence[
               "pictures": fingerprint(sorted(zip((p.key for p in pictures), users))),
               "batch_size": batch_size,
               **{k: settings[k] for k in ("epochs", "lr", "weight_decay")}}
-    fp = fingerprint(recipe)
-    path = Path(cache_dir) / f"clip_finetune-{fp}.pt"
-    with exclusive(path):  # concurrent jobs: one trains, the others load
-        if not path.exists():
-            log.info("fine-tuning %s on %d pictures of %d public users (cached at %s)",
-                     base.name, len(pictures), n_users, path)
-            seed_everything(seed, workers=True, verbose=False)
-            # Every weight trainable: attacks freeze their surrogates, and the run's CLIP may be one.
-            model = copy.deepcopy(zero_shot).cpu().train().requires_grad_(True)
-            sampler = DistinctUsersSampler(torch.tensor(list(users)), batch_size, seed)
-            loader = DataLoader(CaptionedPictures(pictures, users, base.input_size),
-                                batch_sampler=sampler)
-            module = ClipModule(ExtractorPreprocessed(model, base), model.context_length,
-                                settings["lr"], settings["weight_decay"])
-            fit_resumable(module, loader, settings["epochs"], path.with_suffix(".work"), trainer_kwargs)
-            buf = io.BytesIO()
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-            atomic_write_bytes(path, buf.getvalue())
-            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
-    return torch.load(path, map_location="cpu", weights_only=True), fp
+    trained = {}
+
+    def fit(work: Path) -> None:
+        log.info("fine-tuning %s on %d pictures of %d public users", base.name, len(pictures),
+                 n_users)
+        seed_everything(seed, workers=True, verbose=False)
+        # Every weight trainable: attacks freeze their surrogates, and the run's CLIP may be one.
+        model = trained["model"] = copy.deepcopy(zero_shot).cpu().train().requires_grad_(True)
+        sampler = DistinctUsersSampler(torch.tensor(list(users)), batch_size, seed)
+        loader = DataLoader(CaptionedPictures(pictures, users, base.input_size),
+                            batch_sampler=sampler)
+        module = ClipModule(ExtractorPreprocessed(model, base), model.context_length,
+                            settings["lr"], settings["weight_decay"])
+        fit_resumable(module, loader, settings["epochs"], work, trainer_kwargs)
+
+    fitted = cached_fit(cache_dir, "clip_finetune", recipe, fit,
+                        lambda: {k: v.detach().cpu()
+                                 for k, v in trained["model"].state_dict().items()},
+                        trainer_kwargs, f"the CLIP fine-tune of {base.name}")
+    return fitted.state, fitted.fingerprint
 
 
-def run(ctx: DefenseContext) -> list[Defended]:
-    """One Defended per WiSE-FT α: α = 0 is zero-shot CLIP, α = 1 the fine-tuned model."""
-    settings = OmegaConf.to_container(ctx.cfg.defense, resolve=True)
-    base = ctx.extractor
-    clip_model_of(base)  # a clear error before any training
-    number = {u: i for i, u in enumerate(sorted(ctx.public.identities))}
-    pictures = ctx.public_pictures()
-    trainer_kwargs = OmegaConf.to_container(ctx.cfg.trainer, resolve=True) \
-        if "trainer" in ctx.cfg else None
-    tuned, tuned_fp = finetune_clip(base, pictures, [number[p.identity] for p in pictures],
-                                    settings, ctx.cache_dir, ctx.seed, trainer_kwargs)
-    out = []
-    for alpha in settings["alphas"]:
-        extractor = wiseft_extractor(base, tuned, alpha, tuned_fp, clip_model_of)
-        out.append(Defended(ctx.protection(extractor), "clip_finetune", extractor.name,
-                            extractor.fingerprint, {"alpha": float(alpha)}))
-        del extractor  # one interpolated copy in memory at a time (ViT-B/32: 600 MB each)
-    return out
+class ClipFineTune(Defense):
+    """`defense=clip_finetune`: one Defended per WiSE-FT α: α = 0 is zero-shot CLIP, α = 1 the
+    fine-tuned model (settings: conf/defense/clip_finetune.yaml)."""
+
+    name = "clip_finetune"
+
+    def __init__(self, *, public_fraction: float, epochs: int, lr: float, batch_size: int,
+                 weight_decay: float, alphas: list[float]):
+        self.public_fraction, self.alphas = public_fraction, list(alphas)
+        self.settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size,
+                         "weight_decay": weight_decay}
+
+    def run(self, ctx: DefenseContext) -> list[Defended]:
+        base = ctx.extractor
+        clip_model_of(base)  # a clear error before any training
+        number = {u: i for i, u in enumerate(sorted(ctx.public.identities))}
+        pictures = ctx.public_pictures()
+        tuned, tuned_fp = finetune_clip(base, pictures, [number[p.identity] for p in pictures],
+                                        self.settings, ctx.cache_dir, ctx.seed,
+                                        ctx.trainer_kwargs)
+        out = []
+        for alpha in self.alphas:
+            extractor = wiseft_extractor(base, tuned, alpha, tuned_fp, clip_model_of)
+            out.append(Defended(ctx.protection(extractor), "clip_finetune", extractor.name,
+                                extractor.fingerprint, {"alpha": float(alpha)}))
+            del extractor  # one interpolated copy in memory at a time (ViT-B/32: 600 MB each)
+        return out

@@ -22,12 +22,13 @@ import logging
 from typing import NamedTuple
 
 import numpy as np
-from omegaconf import OmegaConf
 from scipy.stats import binom
 
-from facecure.config_groups import compose_group
+from facecure.attacks.base import NoAttack
 from facecure.data.dataset import Picture
+from facecure.defenses.base import Defense
 from facecure.defenses.context import Defended, DefenseContext
+from facecure.defenses.detector import training_settings
 from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator, Neighbours
 from facecure.evaluation.protection import Posted, ProtectionResult
 from facecure.extractors.base import Extractor
@@ -128,30 +129,6 @@ def outcome(attacker: str, code: int, truth: np.ndarray, correct: np.ndarray, n_
                            float(correct[~mine].mean()), int(mine.sum()), n_rows, n_perturbed)
 
 
-# --- the system's parts -------------------------------------------------------------------------
-
-def member(ctx: DefenseContext, spec: str | dict | None) -> Extractor:
-    """An extractor by config name, or {name: ..., <overrides of its config>}; null: the run's."""
-    if spec is None:
-        return ctx.extractor
-    if isinstance(spec, str):
-        return ctx.pool.get(spec)
-    overrides = dict(spec)
-    return ctx.pool.get(overrides.pop("name"), **overrides)
-
-
-def robust_member(ctx: DefenseContext, settings: dict) -> tuple[Extractor, str]:
-    """(robust model, the defense label of its own records): `robust` is the adaptive trainer's
-    robust fine-tune (conf/defense/robust.yaml under `robust_settings`), else an extractor."""
-    spec = settings.get("robust", "robust")
-    if spec not in ROBUST_RECIPES:
-        return member(ctx, spec), "none"
-    from facecure.defenses.robust import robust_extractor
-
-    node = OmegaConf.merge(compose_group("defense", spec), settings.get("robust_settings") or {})
-    return robust_extractor(ctx, node), "robust"
-
-
 ROBUST_RECIPES = ("robust", "robust_invariant")  # conf/defense configs of the robust fine-tune
 
 
@@ -162,27 +139,22 @@ class Flags(NamedTuple):
     clean_share: float    # share of the held-out public clean pictures flagged (calibration)
 
 
-def detector_flags(ctx: DefenseContext, posted: Posted, budget: float,
-                   confidence: float = 0.95) -> Flags | None:
-    """Whether the detector (conf/defense/detector.yaml under `detector`; one per train attack,
-    a picture is flagged if any flags it) calls each clean gallery picture and each posted
+def detector_flags(ctx: DefenseContext, posted: Posted, budget: float, confidence: float,
+                   detection) -> Flags | None:
+    """Whether the detector (`detection`: a PerturbationDetection, one detector per train
+    attack, a picture flagged if any flags it) calls each clean gallery picture and each posted
     picture perturbed, at a cut-off that flags at most `allowed_flags` (for `budget` and
     `confidence`) of the clean pictures of the public users held out from its training; None,
-    with a warning, when there is no detector."""
-    try:
-        from facecure.defenses.attacks import named_attacks
-        from facecure.defenses.detector import (
-            choose_users,
-            detector_settings,
-            perturbed_probability,
-            train_detector,
-        )
-        settings = detector_settings(ctx)
-        detectors = [train_detector(ctx, attack, settings)
-                     for _, attack in named_attacks(ctx, settings.get("train_attacks"))]
-    except (ImportError, ValueError) as err:  # no detector module, or attack=none
-        log.warning("combined: skipping the detector_gated system: %s", err)
+    with a warning, when the trainer's attacks perturb nothing (attack=none)."""
+    from facecure.defenses.detector import choose_users, perturbed_probability, train_detector
+
+    settings = training_settings(detection.settings)
+    attacks = [a for _, a in ctx.named_attacks(settings["train_attacks"])]
+    if all(isinstance(a, NoAttack) for a in attacks):
+        log.warning("combined: no detector_gated system: the detector's train attacks "
+                    "perturb nothing (attack=none)")
         return None
+    detectors = [train_detector(ctx, attack, settings) for attack in attacks]
 
     def probability(pictures: list[Picture]) -> np.ndarray:
         return np.max([perturbed_probability(d, pictures) for d in detectors], axis=0)
@@ -190,7 +162,7 @@ def detector_flags(ctx: DefenseContext, posted: Posted, budget: float,
     _, held_out = choose_users(ctx.public.identities, settings["n_train_users"],
                                settings["n_test_users"], settings["seed"])
     p_clean = probability([p for u in held_out for p in ctx.public.train[u] + ctx.public.test[u]])
-    cutoff = calibrate_cutoff(p_clean, budget, settings.get("threshold", 0.5), confidence)
+    cutoff = calibrate_cutoff(p_clean, budget, settings["threshold"], confidence)
     train = [p for i in ctx.split.identities for p in ctx.split.train[i]]
     return Flags(probability(train) > cutoff, probability(posted.flat()[0]) > cutoff, cutoff,
                  float((p_clean > cutoff).mean()))
@@ -198,74 +170,98 @@ def detector_flags(ctx: DefenseContext, posted: Posted, budget: float,
 
 # --- the defense --------------------------------------------------------------------------------
 
-def run(ctx: DefenseContext) -> list[Defended]:
-    """The two models alone (defense "none" and the robust model's own label), then one
-    Defended per system (defense "combined") with its rerouted share of clean pictures."""
-    settings = OmegaConf.to_container(ctx.cfg.defense, resolve=True)
-    systems = list(settings.get("systems") or SYSTEMS)
-    if set(systems) - set(SYSTEMS):
-        raise ValueError(f"unknown defense.systems {sorted(set(systems) - set(SYSTEMS))}; "
-                         f"choose among {', '.join(SYSTEMS)}")
-    accurate = member(ctx, settings.get("accurate"))
-    robust, robust_defense = robust_member(ctx, settings)
-    max_rerouted = settings.get("max_rerouted", 0.02)
-    detector_share = settings.get("detector_share", 0.5)
-    if not 0 < detector_share < 1:
-        raise ValueError(f"defense.detector_share must be in (0, 1), not {detector_share}")
-    detector_budget = max_rerouted * detector_share
-    calibration = public_nn_distances(ctx, accurate)
-    threshold = calibrate_threshold(calibration, max_rerouted)
-    thresholds = {"top2": threshold, "threshold": threshold}  # top2 reroutes all, whatever it is
-    posted = ctx.posted()
-    acc_view, rob_view = ModelView(ctx, accurate, posted), ModelView(ctx, robust, posted)
-    flags = detector_flags(ctx, posted, detector_budget, settings.get("detector_confidence", 0.95)) \
-        if "detector_gated" in systems else None
-    if flags is None and "detector_gated" in systems:
-        systems.remove("detector_gated")
-    if flags is not None:  # the distance threshold gets what the detector leaves of the budget
-        thresholds["detector_gated"] = calibrate_threshold(calibration,
-                                                           max_rerouted - detector_budget)
+class CombinedSystem(Defense):
+    """An accurate and a robust model in one system (settings: conf/defense/combined.yaml)."""
 
-    truth = acc_view.ev.query_labels
-    results = {s: ProtectionResult([], [], posted.budgets)
-               for s in ["accurate", "robust", *systems]}
-    for a in ctx.attackers:
-        code = acc_view.ev.names.index(a)
-        for attacked in (True, False):  # the attack, then the clean baseline
-            acc, rob = acc_view.neighbours(a, attacked), rob_view.neighbours(a, attacked)
-            rows = acc_view.owners == a if attacked else acc_view.train_owners == a
-            swapped = None if flags is None else np.concatenate(
-                [flags.gallery, (flags.posted if attacked else flags.gallery)[rows]])
-            correct = {"accurate": acc.label == truth, "robust": rob.label == truth}
-            correct.update({s: recognised(s, truth, acc, rob, thresholds[s], swapped)
-                            for s in systems})
-            n_perturbed = posted.n_perturbed(a) if attacked else 0
-            for name, c in correct.items():
-                o = outcome(a, code, truth, c, int(rows.sum()), n_perturbed)
-                (results[name].outcomes if attacked else results[name].clean_outcomes).append(o)
+    name = "combined"
 
-    ev = acc_view.ev  # the clean gallery: every evaluation test picture against clean train ones
-    clean = Neighbours(ev.neighbour_labels[:, 0], ev.dist[:, 0], ev.idx[:, 0])
-    label = f"{accurate.name}+{robust.name}"
-    out = [Defended(results["accurate"], "none", accurate.name, accurate.fingerprint),
-           Defended(results["robust"], robust_defense, robust.name, robust.fingerprint,
-                    {"robust_extractor": robust.name} if robust_defense != "none" else {})]
-    for s in systems:
-        # rerouted_share: clean test pictures the robust model also runs on (top2: all of them)
-        threshold = thresholds[s]
-        share = float(reroute(s, clean, threshold, None if flags is None else flags.gallery).mean())
-        extra = {"system": s, "rerouted_share": share, "robust_extractor": robust.name,
-                 "threshold": threshold, "max_rerouted": max_rerouted,
-                 "calibration_rerouted_share": float((calibration > threshold).mean())}
-        if s == "detector_gated":  # calibration: distances above + held-out clean flagged
-            extra.update(detector_cutoff=flags.cutoff, detector_clean_flagged=flags.clean_share)
-            extra["calibration_rerouted_share"] += flags.clean_share  # at most, by a union bound
-        fp = fingerprint({"accurate": accurate.fingerprint, "robust": robust.fingerprint,
-                          "system": s, "threshold": threshold,
-                          "cutoff": flags.cutoff if s == "detector_gated" else None})
-        out.append(Defended(results[s], "combined", label, f"combined-{fp}", extra))
-        log.info("combined %s: clean accuracy %.3f (accurate alone %.3f), rerouted %.1f%%", s,
-                 np.mean([o.clean_accuracy for o in results[s].clean_outcomes]),
-                 np.mean([o.clean_accuracy for o in results["accurate"].clean_outcomes]),
-                 100 * share)
-    return out
+    def __init__(self, *, public_fraction: float, accurate, robust, robust_settings,
+                 systems: list[str], max_rerouted: float, detector_share: float,
+                 detector_confidence: float, detector: dict | None):
+        unknown = sorted(set(systems) - set(SYSTEMS))
+        if unknown:
+            raise ValueError(f"unknown defense.systems {unknown}; choose among {', '.join(SYSTEMS)}")
+        if not 0 < detector_share < 1:
+            raise ValueError(f"defense.detector_share must be in (0, 1), not {detector_share}")
+        self.public_fraction, self.accurate, self.robust = public_fraction, accurate, robust
+        self.robust_settings, self.systems = robust_settings or {}, list(systems or SYSTEMS)
+        self.max_rerouted, self.detector_share = max_rerouted, detector_share
+        self.detector_confidence, self.detector = detector_confidence, detector or {}
+
+    def robust_member(self, ctx: DefenseContext) -> tuple[Extractor, str]:
+        """(robust model, the defense label of its own records): `robust` names the adaptive
+        trainer's fine-tune (conf/defense/<robust>.yaml under `robust_settings`), else an
+        extractor (a name or {name: ..., overrides})."""
+        if self.robust not in ROBUST_RECIPES:
+            return ctx.build.extractor(self.robust), "none"
+        fine_tune = ctx.build.defense(self.robust, **self.robust_settings)
+        return fine_tune.robust_extractor(ctx), "robust"
+
+    def run(self, ctx: DefenseContext) -> list[Defended]:
+        """The two models alone (defense "none" and the robust model's own label), then one
+        Defended per system (defense "combined") with its rerouted share of clean pictures."""
+        systems = list(self.systems)
+        # The detector's settings first: a typo in them fails now, not after the fine-tune.
+        detection = ctx.build.defense("detector", **self.detector) \
+            if "detector_gated" in systems else None
+        accurate = ctx.build.extractor(self.accurate)
+        robust, robust_defense = self.robust_member(ctx)
+        max_rerouted, detector_share = self.max_rerouted, self.detector_share
+        detector_budget = max_rerouted * detector_share
+        calibration = public_nn_distances(ctx, accurate)
+        threshold = calibrate_threshold(calibration, max_rerouted)
+        thresholds = {"top2": threshold, "threshold": threshold}  # top2 reroutes all, whatever it is
+        posted = ctx.posted()
+        acc_view, rob_view = ModelView(ctx, accurate, posted), ModelView(ctx, robust, posted)
+        flags = detector_flags(ctx, posted, detector_budget, self.detector_confidence,
+                               detection) \
+            if "detector_gated" in systems else None
+        if flags is None and "detector_gated" in systems:
+            systems.remove("detector_gated")
+        if flags is not None:  # the distance threshold gets what the detector leaves of the budget
+            thresholds["detector_gated"] = calibrate_threshold(calibration,
+                                                               max_rerouted - detector_budget)
+
+        truth = acc_view.ev.query_labels
+        results = {s: ProtectionResult([], [], posted.budgets)
+                   for s in ["accurate", "robust", *systems]}
+        for a in ctx.attackers:
+            code = acc_view.ev.names.index(a)
+            for attacked in (True, False):  # the attack, then the clean baseline
+                acc, rob = acc_view.neighbours(a, attacked), rob_view.neighbours(a, attacked)
+                rows = acc_view.owners == a if attacked else acc_view.train_owners == a
+                swapped = None if flags is None else np.concatenate(
+                    [flags.gallery, (flags.posted if attacked else flags.gallery)[rows]])
+                correct = {"accurate": acc.label == truth, "robust": rob.label == truth}
+                correct.update({s: recognised(s, truth, acc, rob, thresholds[s], swapped)
+                                for s in systems})
+                n_perturbed = posted.n_perturbed(a) if attacked else 0
+                for name, c in correct.items():
+                    o = outcome(a, code, truth, c, int(rows.sum()), n_perturbed)
+                    (results[name].outcomes if attacked else results[name].clean_outcomes).append(o)
+
+        ev = acc_view.ev  # the clean gallery: every evaluation test picture against clean train ones
+        clean = Neighbours(ev.neighbour_labels[:, 0], ev.dist[:, 0], ev.idx[:, 0])
+        label = f"{accurate.name}+{robust.name}"
+        out = [Defended(results["accurate"], "none", accurate.name, accurate.fingerprint),
+               Defended(results["robust"], robust_defense, robust.name, robust.fingerprint,
+                        {"robust_extractor": robust.name} if robust_defense != "none" else {})]
+        for s in systems:
+            # rerouted_share: clean test pictures the robust model also runs on (top2: all of them)
+            threshold = thresholds[s]
+            share = float(reroute(s, clean, threshold, None if flags is None else flags.gallery).mean())
+            labels = {"system": s, "robust_extractor": robust.name, "max_rerouted": max_rerouted}
+            measured = {"rerouted_share": share, "threshold": threshold,
+                        "calibration_rerouted_share": float((calibration > threshold).mean())}
+            if s == "detector_gated":  # calibration: distances above + held-out clean flagged
+                measured.update(detector_cutoff=flags.cutoff, detector_clean_flagged=flags.clean_share)
+                measured["calibration_rerouted_share"] += flags.clean_share  # at most (union bound)
+            fp = fingerprint({"accurate": accurate.fingerprint, "robust": robust.fingerprint,
+                              "system": s, "threshold": threshold,
+                              "cutoff": flags.cutoff if s == "detector_gated" else None})
+            out.append(Defended(results[s], "combined", label, f"combined-{fp}", labels, measured))
+            log.info("combined %s: clean accuracy %.3f (accurate alone %.3f), rerouted %.1f%%", s,
+                     np.mean([o.clean_accuracy for o in results[s].clean_outcomes]),
+                     np.mean([o.clean_accuracy for o in results["accurate"].clean_outcomes]),
+                     100 * share)
+        return out

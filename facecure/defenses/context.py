@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from facecure.attacks.base import Attack
+from facecure.attacks.base import Attack, attack_label
 from facecure.attacks.store import PerturbedStore
 from facecure.data.dataset import Picture, Split
 from facecure.evaluation.embedding_store import EmbeddingStore
@@ -35,6 +36,15 @@ def split_public(identities: list[str], public_fraction: float, seed: int) -> tu
     return sorted(order[:n_public].tolist()), sorted(order[n_public:].tolist())
 
 
+class Builds(Protocol):
+    """What a defense may build, as the run builds its own (`facecure.factory.Factory`)."""
+
+    def extractor(self, spec: str | dict | None = None) -> Extractor: ...
+    def attack(self, spec, **overrides) -> Attack: ...
+    def named_attacks(self, entries) -> list[tuple[str, Attack]]: ...
+    def defense(self, spec, **overrides): ...
+
+
 @dataclass
 class DefenseContext:
     cfg: DictConfig                   # the root config; cfg.defense holds the defense's settings
@@ -43,7 +53,7 @@ class DefenseContext:
     attackers: list[str]
     extractor: Extractor              # the trainer's base extractor
     attack: Attack
-    pool: object                      # app.ExtractorPool: other extractors by name
+    build: Builds                     # other extractors, attacks, defenses by config name
     embeddings: EmbeddingStore
     perturbed: PerturbedStore
     index: FlatL2Index
@@ -57,6 +67,19 @@ class DefenseContext:
     def cache_dir(self) -> Path:
         """Where trained defenses are cached (by fingerprint), beside the other stores."""
         return Path(self.cfg.paths.cache_dir) / "defenses"
+
+    @property
+    def trainer_kwargs(self) -> dict:
+        """The run's Lightning trainer settings (`trainer` group), for every fit a defense makes."""
+        trainer = self.cfg.get("trainer")
+        return OmegaConf.to_container(trainer, resolve=True) if trainer is not None else {}
+
+    def named_attacks(self, entries) -> list[tuple[str, Attack]]:
+        """(label, attack) per entry of a defense's `train_attacks`-like setting (config names,
+        "name/mode", {name: ..., overrides}); None: the run's own attack."""
+        if entries is None:
+            return [(attack_label(self.cfg.attack), self.attack)]
+        return self.build.named_attacks(entries)
 
     def public_pictures(self) -> list[Picture]:
         return [p for i in self.public.identities for p in self.public.train[i] + self.public.test[i]]
@@ -81,4 +104,7 @@ class Defended:
     defense: str                      # robust | clip_finetune | combined | linear | end_to_end | none
     extractor: str                    # the name the records carry
     extractor_fingerprint: str
-    extra: dict = field(default_factory=dict)  # e.g. {"alpha": 0.6}, {"system": "top2", ...}
+    # What tells this system from the run's others (a report row each): {"alpha": 0.6},
+    # {"system": "top2", ...}. Its records list these names under "labels".
+    labels: dict = field(default_factory=dict)
+    measured: dict = field(default_factory=dict)  # values found while scoring (rerouted_share)

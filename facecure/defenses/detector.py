@@ -12,10 +12,7 @@ detector-gated system reuses.
 """
 from __future__ import annotations
 
-import copy
-import io
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,14 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, seed_everything
-from omegaconf import OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from facecure.attacks.base import Attack, NoAttack
 from facecure.attacks.mixed import leaf_attacks
 from facecure.data.dataset import Picture
-from facecure.defenses.attacks import named_attacks
+from facecure.defenses.base import Defense
 from facecure.extractors.adapters.weights import (
     file_digest,
     load_checkpoint,
@@ -39,8 +35,7 @@ from facecure.extractors.adapters.weights import (
 )
 from facecure.extractors.base import resize, to_tensor
 from facecure.extractors.training import fit_resumable
-from facecure.paths import CONF_DIR
-from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
+from facecure.utils.cached_fit import cached_fit
 
 log = logging.getLogger(__name__)
 
@@ -192,29 +187,26 @@ def load_or_train(settings: dict, key: dict, data: Callable[[], tuple[torch.Tens
                   cache_dir: Path, trainer_kwargs: dict | None = None) -> Detector:
     """The detector of (`settings`, `key`), trained on `data()` -> (clean, perturbed) uint8
     (N, 3, S, S) on first use and cached under `cache_dir`; a killed training resumes."""
-    path = Path(cache_dir) / "detector" / f"{fingerprint({'recipe': recipe(settings), **key})}.pt"
     seed_everything(settings["seed"], workers=True, verbose=False)
     detector = build_detector(settings)
-    with exclusive(path):  # concurrent jobs: one trains, the others load
-        if not path.exists():
-            log.info("training the detector (first use; cached at %s)", path)
-            clean, perturbed = data()
-            x = torch.cat([clean, perturbed])
-            y = torch.cat([torch.zeros(len(clean)), torch.ones(len(perturbed))])
-            batch_size = settings["batch_size"]
-            # BatchNorm cannot train on a last batch of one picture: drop the remainder.
-            loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
-                                drop_last=len(x) > batch_size,
-                                generator=torch.Generator().manual_seed(settings["seed"]))
-            module = DetectorModule(detector, settings["lr"])
-            fit_resumable(module, loader, settings["epochs"], path.with_suffix(".work"), trainer_kwargs)
-            buf = io.BytesIO()
-            torch.save({"state_dict": detector.model.state_dict(), "init": detector.init}, buf)
-            atomic_write_bytes(path, buf.getvalue())
-            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    detector.model.load_state_dict(saved["state_dict"])
-    detector.init = saved["init"]
+
+    def fit(work: Path) -> None:
+        clean, perturbed = data()
+        x = torch.cat([clean, perturbed])
+        y = torch.cat([torch.zeros(len(clean)), torch.ones(len(perturbed))])
+        batch_size = settings["batch_size"]
+        # BatchNorm cannot train on a last batch of one picture: drop the remainder.
+        loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+                            drop_last=len(x) > batch_size,
+                            generator=torch.Generator().manual_seed(settings["seed"]))
+        fit_resumable(DetectorModule(detector, settings["lr"]), loader, settings["epochs"], work,
+                      trainer_kwargs)
+
+    fitted = cached_fit(Path(cache_dir) / "detector", None, {"recipe": recipe(settings), **key},
+                        fit, lambda: {"state_dict": detector.model.state_dict(),
+                                      "init": detector.init}, trainer_kwargs, "the detector")
+    detector.model.load_state_dict(fitted.state["state_dict"])
+    detector.init = fitted.state["init"]
     return detector.eval()
 
 
@@ -283,24 +275,6 @@ def choose_users(public: list[str], n_train: int, n_test: int, seed: int) -> tup
     return sorted(order[:n_train]), sorted(order[n_train:n_train + n_test])
 
 
-def detector_settings(ctx) -> dict:
-    """The run's `defense` config when it is the detector's; otherwise (a detector-gated
-    system) conf/defense/detector.yaml under the run's `defense.detector` overrides, resolved
-    in the run's context (paths, seed)."""
-    defense = ctx.cfg.get("defense")
-    if defense is not None and defense.get("name") == "detector":
-        node = defense
-    else:
-        node = OmegaConf.merge(OmegaConf.load(CONF_DIR / "defense" / "detector.yaml"),
-                               (defense or {}).get("detector") or {})
-    root = copy.deepcopy(ctx.cfg)
-    with open_dict(root):
-        root.defense = node
-    settings = OmegaConf.to_container(root.defense, resolve=True)
-    settings.setdefault("seed", ctx.seed)
-    return settings
-
-
 def input_size_of(settings: dict, attack: Attack, pictures: list[Picture]) -> int:
     """`input_size`, else the size the attack works at (else the pictures' own size) but at
     least `min_input_size`: the network downsamples 32 times, small inputs leave it no room."""
@@ -316,15 +290,11 @@ def _pictures(ctx, users: list[str]) -> list[Picture]:
     return [p for u in users for p in ctx.public.train[u] + ctx.public.test[u]]
 
 
-def _trainer_kwargs(ctx) -> dict:
-    return OmegaConf.to_container(ctx.cfg.trainer, resolve=True) if "trainer" in ctx.cfg else {}
-
-
-def train_detector(ctx, attack: Attack, settings: dict | None = None) -> Detector:
+def train_detector(ctx, attack: Attack, settings: dict) -> Detector:
     """A detector of `attack`'s pictures, trained on the public train users (cached)."""
     if isinstance(attack, NoAttack):
         raise ValueError("the detector needs an attack that perturbs pictures, not attack=none")
-    settings = training_settings(dict(settings or detector_settings(ctx)))
+    settings = training_settings(dict(settings))
     train_users, _ = choose_users(ctx.public.identities, settings["n_train_users"],
                                   settings["n_test_users"], settings["seed"])
     pictures = _pictures(ctx, train_users)
@@ -333,7 +303,7 @@ def train_detector(ctx, attack: Attack, settings: dict | None = None) -> Detecto
     detector = load_or_train(settings, key,
                              lambda: clean_and_perturbed(ctx, attack, pictures,
                                                          settings["input_size"]),
-                             ctx.cache_dir, _trainer_kwargs(ctx))
+                             ctx.cache_dir, ctx.trainer_kwargs)
     return detector.to(ctx.device)
 
 
@@ -373,41 +343,61 @@ def changed_scores(p: np.ndarray, labels: np.ndarray, unchanged: np.ndarray,
     return out
 
 
-def run(ctx) -> list[dict]:
-    """One record per (train attack, test attack): the transfer table of the paper's Table 3."""
-    settings = training_settings(detector_settings(ctx))
-    trains = named_attacks(ctx, settings.get("train_attacks"))
-    tests = trains if settings.get("test_attacks") is None else named_attacks(
-        ctx, settings["test_attacks"])
-    train_users, test_users = choose_users(ctx.public.identities, settings["n_train_users"],
-                                           settings["n_test_users"], settings["seed"])
-    log.info("detector: %d train and %d test users of %d public ones", len(train_users),
-             len(test_users), len(ctx.public.identities))
-    test_pictures = _pictures(ctx, test_users)
-    records = []
-    for train_label, train_attack in trains:
-        detector = train_detector(ctx, train_attack, settings)
-        for test_label, test_attack in tests:
-            clean, perturbed = clean_and_perturbed(ctx, test_attack, test_pictures,
-                                                   detector.input_size)
-            p = probabilities(detector, torch.cat([clean, perturbed]))
-            labels = np.r_[np.zeros(len(clean)), np.ones(len(perturbed))]
-            threshold = settings.get("threshold", 0.5)
-            scores = detection_metrics(p, labels, threshold)
-            unchanged = unchanged_twins(clean, perturbed, settings.get("unchanged_tolerance", 2))
-            scores.update(changed_scores(p, labels, unchanged, threshold))
-            log.info("detector %s -> %s: %s", train_label, test_label,
-                     ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-            records.append({
-                "kind": "detector", "defense": "detector", "train_attack": train_label,
-                "test_attack": test_label, **scores,
-                "n_train_users": len(train_users), "n_test_users": len(test_users),
-                "n_test_pictures": 2 * len(clean), "init": detector.init,
-                "model_name": settings["model_name"], "input_size": detector.input_size,
-                "epochs": settings["epochs"], "lr": settings["lr"],
-                "train_attack_fingerprint": train_attack.fingerprint,
-                "test_attack_fingerprint": test_attack.fingerprint,
-                # A mixed train attack (fawkes_v10_modes): the plain attacks it is made of, so
-                # the report scores it on each of them as on its own attack (Table 2).
-                "train_part_fingerprints": [a.fingerprint for a in leaf_attacks(train_attack)]})
-    return records
+class PerturbationDetection(Defense):
+    """`defense=detector`: one record per (train attack, test attack), the transfer table of
+    the paper's Table 3. Settings: conf/defense/detector.yaml; `settings` is what
+    `train_detector` takes (a detector-gated system builds one of these for its detector)."""
+
+    name = "detector"
+
+    def __init__(self, *, public_fraction: float, model_name: str, weights: str | None,
+                 weights_only: bool, n_train_users: int, n_test_users: int, epochs: int | None,
+                 lr: float | None, recipes: dict, batch_size: int, input_size: int | None,
+                 min_input_size: int, threshold: float, unchanged_tolerance: int, seed: int,
+                 train_attacks, test_attacks):
+        self.public_fraction = public_fraction
+        self.settings = {
+            "model_name": model_name, "weights": weights, "weights_only": weights_only,
+            "n_train_users": n_train_users, "n_test_users": n_test_users, "epochs": epochs,
+            "lr": lr, "recipes": recipes, "batch_size": batch_size, "input_size": input_size,
+            "min_input_size": min_input_size, "threshold": threshold,
+            "unchanged_tolerance": unchanged_tolerance, "seed": seed,
+            "train_attacks": train_attacks, "test_attacks": test_attacks}
+
+    def run(self, ctx) -> list[dict]:
+        settings = training_settings(self.settings)
+        trains = ctx.named_attacks(settings["train_attacks"])
+        tests = trains if settings["test_attacks"] is None else ctx.named_attacks(
+            settings["test_attacks"])
+        train_users, test_users = choose_users(ctx.public.identities, settings["n_train_users"],
+                                               settings["n_test_users"], settings["seed"])
+        log.info("detector: %d train and %d test users of %d public ones", len(train_users),
+                 len(test_users), len(ctx.public.identities))
+        test_pictures = _pictures(ctx, test_users)
+        records = []
+        for train_label, train_attack in trains:
+            detector = train_detector(ctx, train_attack, settings)
+            for test_label, test_attack in tests:
+                clean, perturbed = clean_and_perturbed(ctx, test_attack, test_pictures,
+                                                       detector.input_size)
+                p = probabilities(detector, torch.cat([clean, perturbed]))
+                labels = np.r_[np.zeros(len(clean)), np.ones(len(perturbed))]
+                threshold = settings["threshold"]
+                scores = detection_metrics(p, labels, threshold)
+                unchanged = unchanged_twins(clean, perturbed, settings["unchanged_tolerance"])
+                scores.update(changed_scores(p, labels, unchanged, threshold))
+                log.info("detector %s -> %s: %s", train_label, test_label,
+                         ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+                records.append({
+                    "kind": "detector", "defense": "detector", "train_attack": train_label,
+                    "test_attack": test_label, **scores,
+                    "n_train_users": len(train_users), "n_test_users": len(test_users),
+                    "n_test_pictures": 2 * len(clean), "init": detector.init,
+                    "model_name": settings["model_name"], "input_size": detector.input_size,
+                    "epochs": settings["epochs"], "lr": settings["lr"],
+                    "train_attack_fingerprint": train_attack.fingerprint,
+                    "test_attack_fingerprint": test_attack.fingerprint,
+                    # A mixed train attack (fawkes_v10_modes): the plain attacks it is made of, so
+                    # the report scores it on each of them as on its own attack (Table 2).
+                    "train_part_fingerprints": [a.fingerprint for a in leaf_attacks(train_attack)]})
+        return records

@@ -10,328 +10,84 @@ is thrown away; the fine-tuned extractor is the robust extractor, scored by the 
 The paper (and the design) say 500 steps of batch 32; the released script's default runs 10
 "epochs" of 500 steps. Training is resumable (a checkpoint every `checkpoint_every` steps) and
 the result is cached under `ctx.cache_dir` by a fingerprint of everything that shapes it.
-
-The fine-tuning pieces here (`PictureSet`, `IdentitySampler`, `FineTuner`, `fine_tune`) are
-shared with the end-to-end classifier of `facecure.defenses.classifiers`.
+The fine-tuning itself is `facecure.defenses.fine_tuning`, shared with `defense=end_to_end`.
 """
 from __future__ import annotations
 
-import copy
-import io
-import logging
-import math
-import shutil
-from pathlib import Path
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from lightning.pytorch import LightningModule, seed_everything
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
-
-from facecure.attacks.base import Attack, NoAttack
-from facecure.data.dataset import Picture
-from facecure.defenses.attacks import named_attacks
+from facecure.defenses.base import Defense
 from facecure.defenses.context import Defended, DefenseContext
+from facecure.defenses.fine_tuning import (
+    RECIPE_VERSION,
+    FineTuner,
+    PictureSet,
+    fine_tune,
+    public_pairs,
+    recipe_of,
+    train_attacks,
+    trainable_copy,
+)
 from facecure.defenses.validation import validation_records, validation_users
-from facecure.evaluation.protection import perturb_users
-from facecure.extractors.base import Extractor, resize, to_tensor
-from facecure.extractors.training import fit_resumable
-from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
-
-log = logging.getLogger(__name__)
-
-# Used where a setting is missing (e.g. a combined-system config that reuses the robust model).
-FINE_TUNE_DEFAULTS = {"steps": 500, "batch_size": 32, "lr_backbone": 1e-4, "lr_head": 1e-3,
-                      "weight_decay": 0.0, "flip": True, "freeze_bn": False, "checkpoint_every": 50,
-                      "ce_weight": 1.0, "distill_weight": 0.0, "pair_weight": 0.0,
-                      "validation_users": 0}
-# Settings that enter a recipe's fingerprint only when they leave their default, so the models
-# cached before they existed keep their fingerprints.
-_NEW_SETTINGS = {"freeze_bn": False, "ce_weight": 1.0, "distill_weight": 0.0, "pair_weight": 0.0,
-                 "validation_users": 0}
-RECIPE_VERSION = 1  # bump when the training code changes what a recipe produces
+from facecure.extractors.base import Extractor
 
 
-def settings_of(node: DictConfig | dict | None, defaults: dict = FINE_TUNE_DEFAULTS) -> dict:
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    nested = (DictConfig, ListConfig)
-    spec = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, nested) else v
-            for k, v in (node or {}).items()}
-    return {**defaults, **{k: spec[k] for k in spec if k in defaults or k == "train_attacks"}}
+class RobustTraining(Defense):
+    """The adaptive trainer: its extractor fine-tuned on public users' clean + perturbed
+    pictures (settings: conf/defense/robust.yaml), scored by 1-NN beside the base extractor."""
 
+    name = "robust"
 
-def recipe_of(settings: dict) -> dict:
-    """What shapes a fine-tune (for its cache fingerprint)."""
-    return {k: settings[k] for k in FINE_TUNE_DEFAULTS
-            if k != "checkpoint_every" and not (k in _NEW_SETTINGS and settings[k] == _NEW_SETTINGS[k])}
+    def __init__(self, *, public_fraction: float, train_attacks, steps: int, batch_size: int,
+                 lr_backbone: float, lr_head: float, weight_decay: float, flip: bool,
+                 freeze_bn: bool, checkpoint_every: int, validation_users: int,
+                 ce_weight: float, distill_weight: float, pair_weight: float):
+        self.public_fraction, self.train_attacks = public_fraction, train_attacks
+        self.settings = {"steps": steps, "batch_size": batch_size, "lr_backbone": lr_backbone,
+                         "lr_head": lr_head, "weight_decay": weight_decay, "flip": flip,
+                         "freeze_bn": freeze_bn, "checkpoint_every": checkpoint_every,
+                         "validation_users": validation_users, "ce_weight": ce_weight,
+                         "distill_weight": distill_weight, "pair_weight": pair_weight}
 
+    @property
+    def invariance(self) -> bool:
+        return bool(self.settings["distill_weight"] or self.settings["pair_weight"])
 
-def resized(picture: Picture, size: int) -> torch.Tensor:
-    """(3, size, size) float in [0, 1], resized as `Extractor.embed` does."""
-    return resize(to_tensor(picture.load()), size)
+    def robust_extractor(self, ctx: DefenseContext) -> Extractor:
+        """The trainer's extractor fine-tuned on public users' clean + perturbed pictures."""
+        settings, base = self.settings, ctx.extractor
+        if not ctx.public.identities:
+            raise ValueError("defense=robust needs public users: set defense.public_fraction > 0")
+        attacks = train_attacks(ctx, self.train_attacks)
+        held_out = set(validation_users(ctx, settings["validation_users"]))
+        key = {"base": base.fingerprint, "recipe": recipe_of(settings), "seed": ctx.seed,
+               "attacks": [a.fingerprint for a in attacks],
+               "public": sorted(p.key for p in ctx.public_pictures()),
+               "version": RECIPE_VERSION}
+        robust = trainable_copy(base, "robust")
+        kind = "robust_invariant" if self.invariance else "robust"
 
+        def prepare() -> tuple[FineTuner, PictureSet]:  # only when the fine-tune is not cached
+            groups, sources = public_pairs(ctx, attacks)
+            groups = {user: pictures for user, pictures in groups.items() if user not in held_out}
+            data = PictureSet(groups, base.input_size, sources if self.invariance else None)
+            return FineTuner(robust, len(data.classes), settings["lr_backbone"],
+                             settings["lr_head"], settings["weight_decay"], settings["flip"],
+                             settings["freeze_bn"], settings["ce_weight"],
+                             settings["distill_weight"], settings["pair_weight"]), data
 
-class PictureSet(Dataset):
-    """Labelled pictures, loaded and resized to the extractor's input size on use.
+        fp = fine_tune(prepare, settings, ctx.seed, ctx.cache_dir, f"{base.name}+{kind}", key,
+                       robust, ctx.trainer_kwargs)
+        robust.name, robust.fingerprint = f"{base.name}+{kind}", f"{base.name}+{kind}-{fp}"
+        return robust.eval().requires_grad_(False).to(ctx.device)
 
-    With `sources` (a perturbed twin's key -> its clean picture) an item also carries the clean
-    picture it came from (itself for a clean one) and whether it is a twin, for the
-    invariance terms of `FineTuner`.
-    """
-
-    def __init__(self, groups: dict[str, list[Picture]], size: int,
-                 sources: dict[str, Picture] | None = None):
-        self.classes = sorted(groups)
-        self.pictures = [p for c in self.classes for p in groups[c]]
-        self.labels = [k for k, c in enumerate(self.classes) for _ in groups[c]]
-        labels = np.array(self.labels)
-        self.members = [np.flatnonzero(labels == k) for k in range(len(self.classes))]
-        self.size, self.sources = size, sources
-
-    def __len__(self) -> int:
-        return len(self.pictures)
-
-    def __getitem__(self, i):
-        picture = self.pictures[i]
-        x = resized(picture, self.size)
-        if self.sources is None:
-            return x, self.labels[i]
-        source = self.sources.get(picture.key)
-        return (x, self.labels[i], x if source is None else resized(source, self.size),
-                source is not None)
-
-
-class IdentitySampler(Sampler):
-    """`n` indices: a class drawn uniformly, then one of its pictures; seeded per epoch, so a
-    resumed run draws what the killed one would have."""
-
-    def __init__(self, members: list[np.ndarray], n: int, seed: int):
-        if any(len(m) == 0 for m in members):
-            raise ValueError("every class needs at least one picture to sample from")
-        self.members, self.n, self.seed, self.epoch = members, n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
-        self.epoch = epoch
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, 5, self.epoch])
-        for c in rng.integers(len(self.members), size=self.n):
-            yield int(self.members[c][rng.integers(len(self.members[c]))])
-
-    def __len__(self) -> int:
-        return self.n
-
-
-class FineTuner(LightningModule):
-    """An extractor (trained end to end) + a linear identity head, cross-entropy.
-
-    The head reads the extractor's features before L2 normalisation, as the zoo's own softmax
-    heads do: on unit-norm features a plain linear head's logits stay small and learn slowly.
-
-    Beyond the paper's recipe (cross-entropy only), two invariance terms for batches from a
-    `PictureSet` with sources: `distill_weight` pulls every picture's embedding to the frozen
-    base extractor's embedding of its clean source (clean pictures keep the base's features,
-    twins learn to land where their clean picture does), `pair_weight` pulls a twin's embedding
-    to the trained model's own embedding of its clean source. Both use 1 - cosine similarity.
-    """
-
-    def __init__(self, extractor: Extractor, n_classes: int, lr_backbone: float = 1e-4,
-                 lr_head: float = 1e-3, weight_decay: float = 0.0, flip: bool = True,
-                 freeze_bn: bool = False, ce_weight: float = 1.0, distill_weight: float = 0.0,
-                 pair_weight: float = 0.0):
-        super().__init__()
-        self.save_hyperparameters(ignore=["extractor"])
-        self.extractor = extractor
-        self.head = nn.Linear(extractor.embedding_dim, n_classes)
-        # The teacher sits in a list: not a submodule, so it is neither trained, switched to
-        # train mode by Lightning, nor written to checkpoints (it is the base, rebuilt on resume).
-        self._teacher = [copy.deepcopy(extractor).eval().requires_grad_(False)] if distill_weight else []
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.extractor.features(self.extractor.preprocess(x)))
-
-    def on_train_epoch_start(self) -> None:
-        # freeze_bn: BatchNorm keeps the pre-trained statistics (Lightning sets train mode
-        # before each epoch, so this runs after it); its affine weights still train.
-        if self.hparams.get("freeze_bn"):
-            for m in self.extractor.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-
-    def on_fit_start(self) -> None:
-        for teacher in self._teacher:
-            teacher.to(self.device)
-
-    def embedding(self, model: Extractor, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(model.features(model.preprocess(x)), dim=1)
-
-    def training_step(self, batch, batch_idx):
-        x, labels, *paired = batch
-        hp = self.hparams
-        if hp.flip:  # a twin and its clean source flip together
-            flip = (torch.rand(x.shape[0], device=x.device) < 0.5).view(-1, 1, 1, 1)
-            x = torch.where(flip, x.flip(3), x)
-            if paired:
-                paired[0] = torch.where(flip, paired[0].flip(3), paired[0])
-        features = self.extractor.features(self.extractor.preprocess(x))
-        logits = self.head(features)
-        loss = hp.ce_weight * F.cross_entropy(logits, labels)
-        if paired and (hp.distill_weight or hp.pair_weight):
-            source, is_twin = paired
-            embedded = F.normalize(features, dim=1)
-            if hp.distill_weight:
-                with torch.no_grad():
-                    target = self.embedding(self._teacher[0], source)
-                distill = (1 - (embedded * target).sum(1)).mean()
-                self.log("train/distill", distill)
-                loss = loss + hp.distill_weight * distill
-            if hp.pair_weight and is_twin.any():
-                own = self.embedding(self.extractor, source[is_twin])
-                pair = (1 - (embedded[is_twin] * own).sum(1)).mean()
-                self.log("train/pair", pair)
-                loss = loss + hp.pair_weight * pair
-        self.log("train/loss", loss, prog_bar=True)
-        if hp.ce_weight:  # without cross-entropy the head never trains
-            self.log("train/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
-        return loss
-
-    def configure_optimizers(self):
-        groups = [{"params": self.extractor.parameters(), "lr": self.hparams.lr_backbone},
-                  {"params": self.head.parameters(), "lr": self.hparams.lr_head}]
-        return torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
-
-    @torch.no_grad()
-    def predict(self, pictures: list[Picture], batch_size: int = 256) -> np.ndarray:
-        """Class index of each picture (eval mode, no flip)."""
-        self.eval()
-        device = next(self.parameters()).device
-        out = []
-        for start in range(0, len(pictures), batch_size):
-            x = torch.stack([resized(p, self.extractor.input_size)
-                             for p in pictures[start:start + batch_size]])
-            out.append(self.logits(x.to(device)).argmax(1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0, int)
-
-
-def trainable_copy(base: Extractor, defense: str) -> Extractor:
-    """A deep copy of the trainer's extractor with every weight trainable (attacks freeze
-    their surrogates, and the trainer's extractor may be one)."""
-    if not base.differentiable:
-        raise ValueError(f"defense={defense} fine-tunes the trainer's extractor, but {base.name!r} "
-                         "is not differentiable (ONNX/black-box): choose a torch extractor")
-    return copy.deepcopy(base).requires_grad_(True)
-
-
-def fine_tune(module: FineTuner, data: PictureSet, settings: dict, seed: int, path: Path,
-              part: nn.Module, trainer_kwargs: dict | None = None) -> None:
-    """Train `module` unless `path` holds the trained state of `part` (a piece of `module`);
-    either way `part` ends up with it. Resumes a killed training from `path`.work/last.ckpt."""
-    with exclusive(path):  # concurrent jobs: one trains, the others load
-        if not path.exists():
-            log.info("training %s (cached at %s)", path.stem, path)
-            seed_everything(seed, workers=True, verbose=False)
-            per_epoch = min(int(settings["checkpoint_every"]), int(settings["steps"]))
-            sampler = IdentitySampler(data.members, per_epoch * int(settings["batch_size"]), seed)
-            loader = DataLoader(data, batch_size=int(settings["batch_size"]), sampler=sampler)
-            kwargs = {**(trainer_kwargs or {}), "max_steps": int(settings["steps"])}
-            module.train()  # the copied extractor is in eval mode, and Lightning keeps modes as found
-            fit_resumable(module, loader, math.ceil(settings["steps"] / per_epoch),
-                          path.with_suffix(".work"), kwargs)
-            buf = io.BytesIO()
-            torch.save({k: v.cpu() for k, v in part.state_dict().items()}, buf)
-            atomic_write_bytes(path, buf.getvalue())
-            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)
-    part.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    part.eval()
-
-
-def train_attacks(ctx: DefenseContext, names) -> list[Attack]:
-    """The attacks the trainer runs on public users: config names, or {name: ..., overrides}
-    mappings; null means the run's own attack."""
-    return [attack for _, attack in named_attacks(ctx, names)]
-
-
-def public_pairs(ctx: DefenseContext, attacks: list[Attack]
-                 ) -> tuple[dict[str, list[Picture]], dict[str, Picture]]:
-    """Each public user's pictures (train and test parts) and their perturbed twins, and each
-    twin's clean source (by the twin's key)."""
-    clean = ctx.public_pictures()
-    groups = {i: [] for i in ctx.public.identities}
-    for p in clean:
-        groups[p.identity].append(p)
-    sources = {}
-    # perturb_users keeps a mixed attack's parts apart, so match twins to sources by name.
-    by_name = {(p.identity, p.name): p for p in clean}
-    for attack in attacks:
-        if isinstance(attack, NoAttack):
-            continue
-        twins, _ = perturb_users(attack, clean, ctx.perturbed, ctx.progress)
-        for p in twins:
-            groups[p.identity].append(p)
-            source = by_name.get((p.identity, p.name))
-            if source is not None and source.key != p.key:
-                sources[p.key] = source
-    return groups, sources
-
-
-def public_groups(ctx: DefenseContext, attacks: list[Attack]) -> dict[str, list[Picture]]:
-    """Each public user's pictures (train and test parts) and their perturbed twins."""
-    return public_pairs(ctx, attacks)[0]
-
-
-def trainer_kwargs_of(ctx: DefenseContext) -> dict:
-    return OmegaConf.to_container(ctx.cfg.trainer, resolve=True)
-
-
-def robust_extractor(ctx: DefenseContext, settings: DictConfig | dict | None = None) -> Extractor:
-    """The trainer's extractor fine-tuned on public users' clean + perturbed pictures.
-
-    `settings`: steps, batch_size, lr_backbone, lr_head, weight_decay, flip, checkpoint_every,
-    train_attacks (default: `ctx.cfg.defense`, missing keys from FINE_TUNE_DEFAULTS).
-    """
-    settings = settings_of(ctx.cfg.defense if settings is None else settings)
-    base = ctx.extractor
-    if not ctx.public.identities:
-        raise ValueError("defense=robust needs public users: set defense.public_fraction > 0")
-    attacks = train_attacks(ctx, settings.get("train_attacks"))
-    held_out = set(validation_users(ctx, settings["validation_users"]))
-    recipe = recipe_of(settings)
-    fp = fingerprint({"base": base.fingerprint, "recipe": recipe, "seed": ctx.seed,
-                      "attacks": [a.fingerprint for a in attacks],
-                      "public": sorted(p.key for p in ctx.public_pictures()),
-                      "version": RECIPE_VERSION})
-    robust = trainable_copy(base, "robust")
-    invariance = bool(settings["distill_weight"] or settings["pair_weight"])
-    kind = "robust_invariant" if invariance else "robust"
-    robust.name, robust.fingerprint = f"{base.name}+{kind}", f"{base.name}+{kind}-{fp}"
-    path = ctx.cache_dir / f"{robust.fingerprint}.pt"
-    if path.exists():  # cached: no public pictures to perturb, no head to build
-        robust.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    else:
-        groups, sources = public_pairs(ctx, attacks)
-        groups = {user: pictures for user, pictures in groups.items() if user not in held_out}
-        data = PictureSet(groups, base.input_size, sources if invariance else None)
-        module = FineTuner(robust, len(data.classes), settings["lr_backbone"], settings["lr_head"],
-                           settings["weight_decay"], settings["flip"], settings["freeze_bn"],
-                           settings["ce_weight"], settings["distill_weight"],
-                           settings["pair_weight"])
-        fine_tune(module, data, settings, ctx.seed, path, robust, trainer_kwargs_of(ctx))
-    return robust.eval().requires_grad_(False).to(ctx.device)
-
-
-def run(ctx: DefenseContext) -> list[Defended | dict]:
-    """1-NN protection with the base extractor and with its robust fine-tune (and, with
-    `validation_users`, both scored on the held-out public users)."""
-    base = ctx.extractor
-    robust = robust_extractor(ctx)
-    settings = settings_of(ctx.cfg.defense)
-    validation = validation_records(
-        ctx, settings["validation_users"], named_attacks(ctx, settings.get("train_attacks")),
-        [("none", base), ("robust", robust)]) if settings["validation_users"] else []
-    return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
-            Defended(ctx.protection(robust), "robust", robust.name, robust.fingerprint,
-                     {"robust_extractor": robust.name}), *validation]
+    def run(self, ctx: DefenseContext) -> list[Defended | dict]:
+        """1-NN protection with the base extractor and with its robust fine-tune (and, with
+        `validation_users`, both scored on the held-out public users)."""
+        base = ctx.extractor
+        robust = self.robust_extractor(ctx)
+        n = self.settings["validation_users"]
+        validation = validation_records(
+            ctx, n, ctx.named_attacks(self.train_attacks),
+            [("none", base), ("robust", robust)]) if n else []
+        return [Defended(ctx.protection(base), "none", base.name, base.fingerprint),
+                Defended(ctx.protection(robust), "robust", robust.name, robust.fingerprint,
+                         {"robust_extractor": robust.name}), *validation]

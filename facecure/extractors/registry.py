@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from facecure.config_groups import compose_group, in_app
+from facecure.config_groups import compose_group, default_root, resolve_in
 from facecure.extractors.base import Extractor
 from facecure.paths import CONF_DIR
 
@@ -22,21 +22,12 @@ def list_extractors() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "extractor").glob("*.yaml"))
 
 
-def extractor_config(name: str, paths: DictConfig | dict | None = None, **overrides: Any) -> DictConfig:
-    """The composed config of extractor `name` (with `paths` for its interpolations)."""
-    path = CONF_DIR / "extractor" / f"{name}.yaml"
-    if path.exists():
-        node = OmegaConf.load(path)
-    elif in_app():  # a config in a folder on the run's hydra.searchpath
-        node = OmegaConf.create(OmegaConf.to_container(compose_group("extractor", name)))
-    else:
-        raise KeyError(f"unknown extractor {name!r}; known: {', '.join(list_extractors())}")
-    if paths is None:
-        paths = OmegaConf.load(CONF_DIR / "paths" / "default.yaml")
-    root = OmegaConf.create({"paths": paths, "extractor": node})
-    root.extractor = OmegaConf.merge(root.extractor, overrides)
-    OmegaConf.resolve(root)
-    return root.extractor
+def extractor_config(name: str, root: DictConfig | None = None, **overrides: Any) -> DictConfig:
+    """The composed config of extractor `name` (`conf/extractor/` or the run's search path,
+    defaults lists followed), `overrides` merged in, resolved in `root`'s context (a run's
+    config: its paths; None: the default config's)."""
+    node = OmegaConf.create(OmegaConf.to_container(compose_group("extractor", name)))
+    return resolve_in(root, "extractor", node, overrides)
 
 
 def instantiate_extractor(cfg: DictConfig, **kwargs: Any) -> Extractor:
@@ -59,5 +50,9 @@ def instantiate_extractor(cfg: DictConfig, **kwargs: Any) -> Extractor:
 
 
 def create_extractor(name: str, paths: DictConfig | dict | None = None, **overrides: Any) -> Extractor:
-    """Build extractor `name` (e.g. "zoo_softmax"); keyword overrides replace config keys."""
-    return instantiate_extractor(extractor_config(name, paths, **overrides))
+    """Build extractor `name` (e.g. "zoo_softmax"); keyword overrides replace config keys,
+    `paths` the default config's paths (where weights and caches are)."""
+    root = None
+    if paths is not None:
+        root = OmegaConf.merge(default_root(), {"paths": paths})
+    return instantiate_extractor(extractor_config(name, root, **overrides))

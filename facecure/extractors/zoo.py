@@ -6,19 +6,15 @@ changed recipe never loads stale weights.
 """
 from __future__ import annotations
 
-import io
 import logging
-import shutil
-from pathlib import Path
 
-import torch
 from lightning.pytorch import seed_everything
 
 from facecure.data.synthetic import RENDERER_VERSION
 from facecure.extractors.base import Extractor
 from facecure.extractors.training import train_backbone
 from facecure.extractors.zoo_nets import ARCHITECTURES
-from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
+from facecure.utils.cached_fit import cached_fit
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +26,12 @@ def zoo_member(name: str, arch: str, loss: str, embedding_dim: int, input_size: 
     arch_kwargs = dict(arch_kwargs or {})
     recipe = {"arch": arch, "arch_kwargs": arch_kwargs, "loss": loss, "embedding_dim": embedding_dim,
               "train": dict(train), "renderer": RENDERER_VERSION}
-    fp = fingerprint(recipe)
-    path = Path(cache_dir) / f"{name}-{fp}.pt"
     seed_everything(train["seed"], workers=True, verbose=False)  # the initial weights too
     backbone = ARCHITECTURES[arch](embedding_dim=embedding_dim, **arch_kwargs)
-    with exclusive(path):  # concurrent jobs: one trains, the others load
-        if not path.exists():
-            log.info("training zoo member %s (first use; cached at %s)", name, path)
-            train_backbone(backbone, embedding_dim, loss, dict(train), path.with_suffix(".work"), trainer)
-            buf = io.BytesIO()
-            torch.save(backbone.state_dict(), buf)
-            atomic_write_bytes(path, buf.getvalue())
-            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)  # the resume checkpoints
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    backbone.load_state_dict(state)
-    return Extractor(name, backbone, embedding_dim, input_size, fingerprint=f"{name}-{fp}").to(device)
+    fitted = cached_fit(
+        cache_dir, name, recipe,
+        lambda work: train_backbone(backbone, embedding_dim, loss, dict(train), work, trainer),
+        backbone.state_dict, trainer, f"zoo member {name}")
+    backbone.load_state_dict(fitted.state)
+    return Extractor(name, backbone.eval(), embedding_dim, input_size,
+                     fingerprint=f"{name}-{fitted.fingerprint}").to(device)

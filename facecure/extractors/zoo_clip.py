@@ -8,9 +8,7 @@ image tower; the whole model is cached so later defenses can use the text tower 
 """
 from __future__ import annotations
 
-import io
 import logging
-import shutil
 from pathlib import Path
 
 import open_clip
@@ -24,7 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 from facecure.data.synthetic import RENDERER_VERSION
 from facecure.extractors.base import Extractor
 from facecure.extractors.training import fit_resumable, public_population
-from facecure.utils.io import atomic_write_bytes, exclusive, fingerprint
+from facecure.utils.cached_fit import cached_fit
 
 log = logging.getLogger(__name__)
 PROMPT = "A photograph of user #{}."
@@ -105,19 +103,15 @@ def zoo_clip_member(name: str, embed_dim: int, vision_cfg: dict, text_cfg: dict,
     """The zoo's CLIP: image tower as the extractor (RGB in [-1, 1], L2-normalised output)."""
     recipe = {"embed_dim": embed_dim, "vision_cfg": dict(vision_cfg), "text_cfg": dict(text_cfg),
               "train": dict(train), "prompt": PROMPT, "renderer": RENDERER_VERSION}
-    fp = fingerprint(recipe)
-    path = Path(cache_dir) / f"{name}-{fp}.pt"
     seed_everything(train["seed"], workers=True, verbose=False)  # the initial weights too
     model = build_clip(embed_dim, vision_cfg, text_cfg)
-    with exclusive(path):  # concurrent jobs: one trains, the others load
-        if not path.exists():
-            log.info("training zoo member %s (first use; cached at %s)", name, path)
-            train_clip(model, dict(train), text_cfg["context_length"], path.with_suffix(".work"), trainer)
-            buf = io.BytesIO()
-            torch.save(model.state_dict(), buf)
-            atomic_write_bytes(path, buf.getvalue())
-            shutil.rmtree(path.with_suffix(".work"), ignore_errors=True)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    fitted = cached_fit(
+        cache_dir, name, recipe,
+        lambda work: train_clip(model, dict(train), text_cfg["context_length"], work, trainer),
+        model.state_dict, trainer, f"zoo member {name}")
+    model.load_state_dict(fitted.state)
+    model.eval()
+    fp = fitted.fingerprint
     extractor = Extractor(name, model.visual, embed_dim, input_size, fingerprint=f"{name}-{fp}")
     extractor.clip_model = model  # the text tower, for CLIP fine-tuning defenses
     return extractor.to(device)

@@ -1,6 +1,6 @@
 """`logger=wandb`: offline by default, so a compute node without internet never hangs.
 
-No picture is logged unless `log_images=true`: face pictures are biometric data.
+It logs numbers and tables, never a picture: face pictures are biometric data.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from facecure.loggers.base import RunLogger
 
 class WandbRunLogger(RunLogger):
     def __init__(self, project: str = "facecure", entity: str | None = None, mode: str = "offline",
-                 log_images: bool = False, tags: list[str] | None = None):
+                 tags: list[str] | None = None):
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"logger.mode must be offline, online or disabled, not {mode!r}")
         self.project, self.entity, self.mode = project, entity, mode
-        self.log_images, self.tags = log_images, list(tags or [])
+        self.tags = list(tags or [])
         self.run = None
 
     def start(self, run_dir, name, group, config):

@@ -179,7 +179,8 @@ def experiment_section(experiment, groups: list[dict], detectors: list[dict], fi
 def write_csv(groups: list[dict], path: Path) -> None:
     buf = io.StringIO()
     if groups:
-        writer = csv.DictWriter(buf, fieldnames=list(groups[0]))
+        # rows of different systems carry different labels (alpha, system, ...): all columns
+        writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for g in groups for k in g)))
         writer.writeheader()
         for g in groups:
             writer.writerow({**g, "seeds": " ".join(map(str, g["seeds"]))})

@@ -8,7 +8,9 @@ import numpy as np
 
 from facecure.report.collect import extractor_date
 
-# What makes two attacker records belong to the same bar of a figure or row of a table.
+# The columns every row of results.csv has, in this order. Which records make one row is the
+# records' own business: each lists the labels that tell its system apart under "labels"
+# (records written before they did are grouped by these columns).
 GROUP_KEYS = ("experiment", "attack", "attack_mode", "attack_label", "extractor", "defense",
               "system", "alpha", "classifier", "robust_public", "attack_unprotected", "dataset")
 
@@ -42,6 +44,15 @@ def system_name(r: dict) -> str:
     return name
 
 
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def group_labels(r: dict) -> tuple:
+    """(label, value) pairs that make a record's row: the record's own "labels" list."""
+    return tuple((k, _hashable(r.get(k))) for k in sorted(r.get("labels") or GROUP_KEYS))
+
+
 def group_attackers(attackers: list[dict]) -> list[dict]:
     """One row per group: mean/std of protection and clean accuracy over attacker records
     (several seeds pool their attackers; the same attacker of duplicate runs counts once).
@@ -51,7 +62,7 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
     for r in attackers:
         if r["attack"] == "none":  # the clean baseline: one row whatever attack the job ran
             r = {**r, **CLEAN_BASELINE}
-        key = (*(r.get(k) for k in GROUP_KEYS), r.get("extractor_fingerprint"))
+        key = (group_labels(r), r.get("extractor_fingerprint"))
         groups[key][(r.get("seed"), r.get("attacker"), r.get("attack_fingerprint"))] = r
     weights = defaultdict(set)  # the group without the fingerprint -> fingerprints seen
     for key in groups:
@@ -69,7 +80,8 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
         if len(weights[key[:-1]]) > 1:
             name += " (" + ", ".join(sorted({Path(r.get("run_dir") or ".").name for r in recs})) + ")"
         rows.append({
-            **dict(zip(GROUP_KEYS, key)), "attack_name": attack_name(first),
+            **{k: first.get(k) for k in GROUP_KEYS}, **dict(key[0]),
+            "attack_name": attack_name(first),
             "system_name": name,
             "date": first.get("extractor_date") or extractor_date(first["extractor"]),
             "protection_mean": float(pr.mean()), "protection_std": float(pr.std(ddof=1)) if len(pr) > 1 else 0.0,
