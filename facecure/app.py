@@ -170,7 +170,9 @@ def run(cfg: DictConfig) -> list[dict]:
         timings["total_s"] = time.time() - started
 
         date = (cfg.extractor.get("info") or {}).get("date")  # the era the report orders it by
+        info = cfg.get("experiment_info") or {}
         common = {"experiment": cfg.experiment_name, "extractor": extractor.name,
+                  "experiment_title": info.get("title"), "paper_order": info.get("paper_order"),
                   "extractor_date": str(date) if date else None,
                   "attack_label": cfg.attack.get("label"),
                   "attack_unprotected": cfg.attack.get("unprotected", 0),
@@ -244,7 +246,8 @@ def config_fingerprint(cfg: DictConfig) -> str:
     A job also reads configs by name (a defense's train attacks, an attack's surrogates), so the
     contents of conf/ are in it too: a rerun sweep never skips a job whose configs changed."""
     spec = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("run_dir", "paths", "progress", "logger", "trainer", "skip_done", "fail_fast"):
+    for key in ("run_dir", "paths", "progress", "logger", "trainer", "skip_done", "fail_fast",
+                "experiment_info"):
         spec.pop(key, None)
     return fingerprint({**spec, "conf": conf_tree_fingerprint()})
 

@@ -75,7 +75,9 @@ def create_attack(spec: DictConfig | dict, pool: ExtractorPool) -> Attack:
         elif isinstance(value, list) and any(isinstance(v, dict) and "_target_" in v for v in value):
             spec[key] = [create_attack(v, pool) if isinstance(v, dict) and "_target_" in v else v
                          for v in value]
-    attack = instantiate(spec)
+    # Built here, not by Hydra's instantiate: it would turn the objects built above (a data set
+    # of dataclasses) back into configs.
+    attack = target(**{k: v for k, v in spec.items() if k != "_target_"})
     if spec.get("surrogates"):  # real photos: the attack cloaks its surrogates' crop
         attack.crop_spec = surrogates_crop(name, spec["surrogates"])
     return attack

@@ -6,8 +6,21 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-# The defenses first (they reuse baseline's attacks), the sweeps over the zoo after.
-EXPERIMENTS=${EXPERIMENTS:-"baseline adaptive detection combined clip_finetune oblivious unprotected transfer_time classifiers pubfig"}
+# Each experiment's config places it (experiment_info.reproduce_order): the defenses first
+# (they reuse baseline's attacks), the sweeps over the zoo after.
+if [ -z "${EXPERIMENTS:-}" ]; then
+  EXPERIMENTS=$("$BIN/python" - <<'PY'
+from omegaconf import OmegaConf
+from facecure.paths import CONF_DIR
+order = {}
+for path in (CONF_DIR / "experiment").glob("*.yaml"):
+    place = (OmegaConf.load(path).get("experiment_info") or {}).get("reproduce_order")
+    if place is not None:
+        order[path.stem] = place
+print(" ".join(sorted(order, key=order.get)))
+PY
+)
+fi
 start=$(date +%s)
 failed=()
 mkdir -p multirun

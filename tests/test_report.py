@@ -17,6 +17,7 @@ def test_report_of_a_small_sweep_folder(compose_cfg, tmp_path):
     sweep = tmp_path / "sweep"
     for n, unprotected in enumerate([0, 1]):  # two jobs: the Fig. 7 curve needs two points
         run(compose_cfg(*TINY, f"attack.unprotected={unprotected}", "experiment_name=unprotected",
+                        "experiment_info.title='Fig. 7: users who leave some pictures unperturbed'",
                         f"+run_dir={sweep / f'{n}_unprotected_{unprotected}'}"))
     (sweep / "2_broken").mkdir()
     (sweep / "2_broken" / "results.jsonl").write_text('{"kind": "run"}\n{"kind": "attac')
@@ -182,12 +183,21 @@ def test_transfer_table_lists_each_model_by_date_with_its_clean_and_attacked_err
 def test_sections_follow_the_papers_order_and_each_has_its_own_figure(tmp_path):
     from facecure.report.build import experiment_order
 
-    assert experiment_order({"pubfig", "mine", "baseline", None, "adaptive"}) == \
+    from omegaconf import OmegaConf
+
+    from facecure.paths import CONF_DIR
+
+    # each experiment's config says where it goes (no central list)
+    info = {e: (OmegaConf.load(CONF_DIR / "experiment" / f"{e}.yaml").experiment_info.paper_order,
+                None) for e in ("pubfig", "baseline", "adaptive")}
+    assert experiment_order({"pubfig", "mine", "baseline", None, "adaptive"}, info) == \
         ["baseline", "adaptive", "pubfig", None, "mine"]
+    titles = {"oblivious": (3, "Figs. 4 and 5: the oblivious trainer"),
+              "baseline": (1, "Fig. 2 (left): each protection")}
     rows = [{"kind": "attacker", "experiment": e, "attack": a, "attack_mode": "high",
              "extractor": "zoo_softmax", "defense": "none", "extractor_fingerprint": "w", "seed": 0,
              "attacker": u, "attack_fingerprint": a, "protection_rate": rate, "clean_accuracy": 0.9,
-             "synthetic": True}
+             "synthetic": True, "paper_order": titles[e][0], "experiment_title": titles[e][1]}
             for e in ("oblivious", "baseline") for a, rate in (("none", 0.0), ("fawkes_v10", 1.0))
             for u in ("u1", "u2")]
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -30,26 +30,22 @@ def _unprotected(g: dict) -> str:
     return f"{g['unprotected_mean']:g}"
 
 
-# What each experiment config reproduces (experiments/<name>.yaml); the report's sections
-# follow this order, the paper's, and any other experiment comes after them.
-PAPER = {
-    "baseline": "Fig. 2 (left): each protection against the trainer's standard model",
-    "adaptive": "Fig. 2 (right), App. B.4: the adaptive trainer's robust model",
-    "oblivious": "Figs. 4 and 5: the oblivious trainer waits for newer models",
-    "transfer_time": "Fig. 3, Table 4: adversarial examples against the models of later years",
-    "unprotected": "Fig. 7: users who leave some pictures unperturbed",
-    "detection": "Tables 2 and 3: detecting perturbed pictures",
-    "clip_finetune": "App. B.3: CLIP fine-tuned on faces, WiSE-FT over alpha",
-    "combined": "Fig. 6, App. D: an accurate and a robust model in one system",
-    "classifiers": "Fig. 9, App. C.1: classifiers instead of the 1-NN",
-    "pubfig": "Figs. 10 and 11, App. C.2: a second data set",
-    "demo": "the embedded demo: white-box Fawkes v1.0 against zoo_softmax",
-}
+def experiment_info(records: list[dict]) -> dict:
+    """experiment -> (paper_order, title), as the experiment's config told its records
+    (`experiment_info` in experiments/<name>.yaml); experiments without one come last."""
+    info = {}
+    for r in records:
+        if r.get("experiment_title") or r.get("paper_order") is not None:
+            info[r.get("experiment")] = (r.get("paper_order"), r.get("experiment_title"))
+    return info
 
 
-def experiment_order(names) -> list:
-    known = [n for n in PAPER if n in names]
-    return known + sorted((n for n in names if n not in PAPER), key=str)
+def experiment_order(names, info: dict) -> list:
+    """The paper's order where the records carry one, then the others by name."""
+    def place(name):
+        order = (info.get(name) or (None, None))[0]
+        return (order is None, order or 0, str(name))
+    return sorted(names, key=place)
 
 
 def protection_table(groups: list[dict]) -> str:
@@ -153,10 +149,10 @@ def experiment_figures(groups: list[dict], fig_dir: Path, stem: str, syn: bool) 
 
 def experiment_section(experiment, groups: list[dict], detectors: list[dict], fig_dir: Path,
                        syn: bool, validations: list[dict] = (),
-                       attackers: list[dict] = ()) -> list[str]:
+                       attackers: list[dict] = (), title: str | None = None) -> list[str]:
     """One experiment's tables and figures, under what it reproduces."""
     stem = str(experiment or "run")
-    md = [f"## {stem}" + (f": {PAPER[experiment]}" if experiment in PAPER else ""), ""]
+    md = [f"## {stem}" + (f": {title}" if title else ""), ""]
     if groups:
         md += [protection_table(groups), ""]
     if gaps := gap_table(attackers):
@@ -239,12 +235,14 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
         md += [f"Unreadable lines (a run killed while writing?): {', '.join(data.unreadable)}", ""]
     names = {g["experiment"] for g in groups} | {
         r.get("experiment") for r in data.detectors + data.validations}
-    for experiment in experiment_order(names):
+    info = experiment_info(data.runs + data.attackers + data.detectors + data.validations)
+    for experiment in experiment_order(names, info):
         md += experiment_section(experiment, [g for g in groups if g["experiment"] == experiment],
                                  [d for d in data.detectors if d.get("experiment") == experiment],
                                  fig_dir, syn,
                                  [v for v in data.validations if v.get("experiment") == experiment],
-                                 [a for a in data.attackers if a.get("experiment") == experiment])
+                                 [a for a in data.attackers if a.get("experiment") == experiment],
+                                 (info.get(experiment) or (None, None))[1])
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path
