@@ -28,7 +28,14 @@ from facecure.evaluation.protection import ProtectionResult
 from facecure.faces import align_dataset, crop_spec_of
 from facecure.factory import Factory, create_defense
 from facecure.paths import CONF_DIR
-from facecure.results import aggregate, budget_summary, read_results, versions, write_results
+from facecure.results import (
+    aggregate,
+    budget_summary,
+    machine,
+    read_results,
+    versions,
+    write_results,
+)
 from facecure.table import print_results
 from facecure.utils.io import atomic_write_text, fingerprint
 
@@ -188,7 +195,8 @@ def run(cfg: DictConfig) -> list[dict]:
                       "scrape": OmegaConf.to_container(cfg.scrape, resolve=True)
                       if aligner and cfg.get("scrape") else None,
                       "skipped": dataset.skipped, "notes": dataset.notes,
-                      "lost": ctx.perturbed.lost, "versions": versions(), "timings": timings}
+                      "lost": ctx.perturbed.lost, "versions": versions(), "machine": machine(),
+                      "timings": timings}
         records = []
         for m in measured:
             if isinstance(m, dict):  # a record of its own kind (the detector's)

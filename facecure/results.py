@@ -30,6 +30,21 @@ def versions() -> dict:
     return out
 
 
+def machine() -> dict:
+    """What CPU arithmetic a run's numbers come from: kernels by CPU kind and the thread count
+    change float sums, so a rerun elsewhere can move within its spread (docs/experiments.md)."""
+    import platform
+
+    import torch
+
+    from facecure.utils.cached_fit import FIT_THREADS
+
+    return {"cpu": platform.processor() or platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "fit_threads": FIT_THREADS,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def _clean(value):
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None

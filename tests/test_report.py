@@ -181,11 +181,10 @@ def test_transfer_table_lists_each_model_by_date_with_its_clean_and_attacked_err
 
 
 def test_sections_follow_the_papers_order_and_each_has_its_own_figure(tmp_path):
-    from facecure.report.build import experiment_order
-
     from omegaconf import OmegaConf
 
     from facecure.paths import CONF_DIR
+    from facecure.report.build import experiment_order
 
     # each experiment's config says where it goes (no central list)
     info = {e: (OmegaConf.load(CONF_DIR / "experiment" / f"{e}.yaml").experiment_info.paper_order,

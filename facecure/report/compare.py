@@ -63,6 +63,10 @@ def compare(reference: str | Path, rerun: str | Path) -> tuple[str, int]:
     total = len(set(ref) | set(new))
     out += ["", f"Of {total} rows: {same} the same, {total - same - moved} moved within the two "
             f"runs' intervals, {moved} moved beyond them or are in one report only. A rerun with "
-            "the same seeds and the same stores reproduces every row exactly; from an empty cache "
-            "the random starts of some attacks can move rows (README, Attacks)."]
+            "the same seeds and the same stores reproduces every row exactly, and so does one "
+            "from an empty cache on the same kind of CPU (every fit runs on a fixed thread "
+            "count). On another CPU kind (AVX2 / AVX-512 kernels) or a GPU the trained models "
+            "differ in their last bits and every row can move: the tolerance of such a rerun "
+            "is the two runs' 95% intervals over attackers, not the digits (docs/experiments.md, "
+            "Reruns; each run record's `machine` says what it ran on)."]
     return "\n".join(out), moved

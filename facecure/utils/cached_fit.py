@@ -5,13 +5,20 @@ CLIP fine-tune, the perturbation detector) goes through here: its key is its rec
 and the numerics of the Lightning trainer that fits it, so a `trainer=gpu` (16-bit mixed, on a
 GPU) fit never loads as, nor is skipped as, the fp32 CPU one. Concurrent jobs of a sweep: one
 trains, the others wait and load. A killed fit resumes from `<path>.work/last.ckpt`.
+
+Every fit runs on `FIT_THREADS` intra-op threads, whatever the machine: CPU kernels split their
+sums by thread, so the same recipe on 1 and on 2 threads gives different weights (measured: a
+tiny zoo member after 2 epochs, max weight difference 8e-3), and every number downstream moves.
+On one kind of CPU a fit is then bit-for-bit the same on any number of cores; across CPU kinds
+(AVX2 / AVX-512 kernels) small float differences remain (docs/experiments.md, "Reruns").
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 # Trainer settings that change how a fit is shown, not what it computes.
 PRESENTATION = ("enable_progress_bar", "enable_model_summary", "enable_checkpointing", "logger",
                 "log_every_n_steps", "default_root_dir", "devices", "callbacks")
+FIT_THREADS = 2  # what every cached model here was trained with (this project's 2-core machine)
 # The numerics every fit had before the trainer entered the key: a fit under them keeps its
 # old key, so models cached then load as they are.
 DEFAULT_NUMERICS = {"accelerator": "cpu", "precision": "32-true", "deterministic": False}
@@ -52,6 +60,17 @@ def fit_key(key: dict, trainer: dict | None) -> dict:
     return key if numerics == DEFAULT_NUMERICS else {**key, "trainer": numerics}
 
 
+@contextlib.contextmanager
+def fit_threads(n: int = FIT_THREADS) -> Iterator[None]:
+    """torch's intra-op thread count set to `n` for the block (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass
 class Fitted:
     state: Any          # what was saved (a state dict, or a dict holding one)
@@ -70,7 +89,8 @@ def cached_fit(cache_dir: str | Path, prefix: str | None, key: dict,
     with exclusive(path):  # concurrent jobs: one trains, the others load
         if not path.exists():
             log.info("training %s (first use; cached at %s)", what or path.stem, path)
-            fit(path.with_suffix(".work"))
+            with fit_threads():
+                fit(path.with_suffix(".work"))
             buf = io.BytesIO()
             torch.save(state(), buf)
             atomic_write_bytes(path, buf.getvalue())
