@@ -12,16 +12,13 @@ from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from facecure.app import run
-from facecure.defenses.detector import (
+from facecure.defenses.detection_metrics import changed_scores, detection_metrics, unchanged_twins
+from facecure.defenses.detector import choose_users, perturbed_probability
+from facecure.defenses.detector_model import (
     DetectorModule,
     build_detector,
-    changed_scores,
-    choose_users,
-    detection_metrics,
     load_or_train,
-    perturbed_probability,
     training_settings,
-    unchanged_twins,
 )
 from facecure.extractors.adapters.weights import IncompatibleWeightsError
 from facecure.paths import PROJECT_ROOT
@@ -188,7 +185,7 @@ def test_killed_detector_training_resumes_from_its_last_epoch(tmp_path, caplog):
     settings = {**SETTINGS, "epochs": 15, "lr": 5e-5}
     trainer = {"enable_progress_bar": False, "accelerator": "cpu"}
     code = ("import json, sys; from test_defense_detector import toy_pictures; "
-            "from facecure.defenses.detector import load_or_train; "
+            "from facecure.defenses.detector_model import load_or_train; "
             "load_or_train(json.loads(sys.argv[2]), {'test': 1}, toy_pictures, sys.argv[1], "
             "json.loads(sys.argv[3]))")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), json.dumps(settings),
@@ -218,7 +215,7 @@ def test_input_size_is_the_attacks_but_at_least_the_minimum():
 def test_detector_from_the_imagenet_alexnet_trunk_on_this_machine(tmp_path):
     """defense=detector_alexnet: LPIPS' ImageNet AlexNet (make weights-lpips) as the trunk;
     the cache key follows the weights' content, and a missing file trains from scratch."""
-    from facecure.defenses.detector import build_detector, recipe
+    from facecure.defenses.detector_model import build_detector, recipe
 
     weights = LPIPS_ALEXNET
     if not weights.is_file():

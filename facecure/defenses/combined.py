@@ -28,7 +28,7 @@ from facecure.attacks.base import NoAttack
 from facecure.data.dataset import Picture
 from facecure.defenses.base import Defense
 from facecure.defenses.context import Defended, DefenseContext
-from facecure.defenses.detector import training_settings
+from facecure.defenses.detector_model import training_settings
 from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator, Neighbours
 from facecure.evaluation.protection import Posted, ProtectionResult
 from facecure.extractors.base import Extractor
