@@ -148,3 +148,19 @@ def test_the_zoo_key_covers_the_trainer_numerics(cache_dir):
                            trainer={"enable_progress_bar": False, "deterministic": True})
     assert fp32.fingerprint != det.fingerprint
     assert fp32.fingerprint.startswith("zoo_softmax-")
+
+
+def test_metric_keys_name_the_defense_and_the_model():
+    from facecure.app import RUN_LABELS, metric_prefix
+
+    base = {"defense": "none", "extractor": "zoo_softmax", "attack": "fawkes_v10",
+            "labels": list(RUN_LABELS)}
+    robust = {**base, "defense": "robust", "extractor": "zoo_softmax+robust",
+              "robust_extractor": "zoo_softmax+robust", "labels": [*RUN_LABELS, "robust_extractor"]}
+    wiseft = [{**base, "defense": "clip_finetune", "extractor": "zoo_clip", "alpha": a,
+               "labels": [*RUN_LABELS, "alpha"]} for a in (0.0, 0.6)]
+    keys = [metric_prefix(r) for r in (base, robust, *wiseft)]
+    assert keys[0] == "eval/none/zoo_softmax/fawkes_v10"
+    assert keys[1] == "eval/robust/zoo_softmax+robust/fawkes_v10"
+    assert keys[3] == "eval/clip_finetune/zoo_clip/fawkes_v10/alpha=0.6"
+    assert len(set(keys)) == len(keys)
