@@ -26,6 +26,8 @@ from facecure.utils.io import fingerprint
 log = logging.getLogger(__name__)
 
 ATTACK_RUN_KEYS = ("name", "batch_size", "unprotected")  # read by the run, not the attack
+# Hydra's own instantiation keys: not settings (a config may call any callable with them).
+HYDRA_KEYS = {"_target_", "_args_", "_partial_", "_convert_", "_recursive_"}
 
 
 def _container(spec) -> Any:
@@ -43,7 +45,7 @@ def _check_settings(kind: str, name: str, target, spec: dict, allowed: set[str])
         return
     if any(p.kind == p.VAR_KEYWORD for p in takes.values()):
         return
-    unknown = sorted(set(spec) - set(takes) - {"_target_"} - allowed)
+    unknown = sorted(set(spec) - set(takes) - HYDRA_KEYS - allowed)
     if unknown:
         raise ValueError(f"{kind} {name!r} has no setting {', '.join(unknown)} (a typo, or an "
                          f"experiment or override set it for another {kind}); it takes "
@@ -76,8 +78,12 @@ def create_attack(spec: DictConfig | dict, pool: ExtractorPool) -> Attack:
             spec[key] = [create_attack(v, pool) if isinstance(v, dict) and "_target_" in v else v
                          for v in value]
     # Built here, not by Hydra's instantiate: it would turn the objects built above (a data set
-    # of dataclasses) back into configs.
-    attack = target(**{k: v for k, v in spec.items() if k != "_target_"})
+    # of dataclasses) back into configs. Hydra's own keys still mean what they mean in Hydra.
+    if set(spec) & (HYDRA_KEYS - {"_target_", "_args_"}):
+        attack = instantiate(spec)
+    else:
+        kwargs = {k: v for k, v in spec.items() if k not in HYDRA_KEYS}
+        attack = target(*spec.get("_args_", ()), **kwargs)
     if spec.get("surrogates"):  # real photos: the attack cloaks its surrogates' crop
         attack.crop_spec = surrogates_crop(name, spec["surrogates"])
     return attack

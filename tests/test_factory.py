@@ -164,3 +164,12 @@ def test_metric_keys_name_the_defense_and_the_model():
     assert keys[1] == "eval/robust/zoo_softmax+robust/fawkes_v10"
     assert keys[3] == "eval/clip_finetune/zoo_clip/fawkes_v10/alpha=0.6"
     assert len(set(keys)) == len(keys)
+
+
+def test_nested_objects_keep_hydras_own_keys(compose_cfg):
+    """`_args_` (and `_partial_`) mean in a nested object what they mean to Hydra."""
+    spec = {"_target_": "builtins.dict", "name": "probe",
+            "largest": {"_target_": "builtins.max", "_args_": [1, 3]},
+            "later": {"_target_": "builtins.min", "_partial_": True}}
+    built = create_attack(spec, ExtractorPool(compose_cfg(*TINY), "cpu"))
+    assert built["largest"] == 3 and built["later"](4, 2) == 2
