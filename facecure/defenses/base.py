@@ -8,15 +8,18 @@ never scored); a defense that trains on none leaves it at 0.
 """
 from __future__ import annotations
 
+import abc
+
 from facecure.defenses.context import Defended, DefenseContext
 
 
-class Defense:
+class Defense(abc.ABC):
     name = "defense"          # the records' `defense` label
     public_fraction = 0.0
 
+    @abc.abstractmethod
     def run(self, ctx: DefenseContext) -> list[Defended | dict]:
-        raise NotImplementedError
+        """The systems this defense scored, and records of their own kind."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"

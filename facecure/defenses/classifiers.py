@@ -30,6 +30,7 @@ Each run also records the 1-NN on the same evaluation users (defense=none), for 
 """
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import numpy as np
@@ -161,9 +162,9 @@ class Classifier(Defense):
         self.public_fraction, self.per_attacker = public_fraction, bool(per_attacker)
         self.robust_public, self.train_attacks = bool(robust_public), train_attacks
 
+    @abc.abstractmethod
     def classify(self, ctx: DefenseContext) -> tuple[Classify, dict, str, dict]:
         """(classify, extra classes, fingerprint of the features' weights, extra labels)."""
-        raise NotImplementedError
 
     def run(self, ctx: DefenseContext) -> list[Defended]:
         if self.robust_public and not ctx.public.identities:
