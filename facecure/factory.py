@@ -36,14 +36,19 @@ def _container(spec) -> Any:
     return spec
 
 
+def _parameters(target):
+    """The target's parameters; None for a builtin without a signature to check against."""
+    try:
+        return inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return None
+
+
 def _check_settings(kind: str, name: str, target, spec: dict, allowed: set[str]) -> None:
     """A setting the constructor does not take is a typo or another object's setting: say so
     (Hydra's own TypeError names neither the config nor what it takes)."""
-    try:
-        takes = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # a builtin target (no signature to check against)
-        return
-    if any(p.kind == p.VAR_KEYWORD for p in takes.values()):
+    takes = _parameters(target)
+    if takes is None or any(p.kind == p.VAR_KEYWORD for p in takes.values()):
         return
     unknown = sorted(set(spec) - set(takes) - HYDRA_KEYS - allowed)
     if unknown:
@@ -59,10 +64,7 @@ def create_attack(spec: DictConfig | dict, pool: ExtractorPool) -> Attack:
     name = spec.get("name", spec.get("_target_"))
     spec = {k: v for k, v in spec.items() if k not in ATTACK_RUN_KEYS}
     target = get_object(spec["_target_"])
-    try:
-        takes = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        takes = None
+    takes = _parameters(target)
     if "label" in spec and takes is not None and "label" not in takes:
         spec.pop("label")  # a run key (attack_label in the records) unless the attack takes it
     _check_settings("attack", name, target, spec, {"surrogate_sets"})

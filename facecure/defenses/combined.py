@@ -28,6 +28,7 @@ from facecure.attacks.base import NoAttack
 from facecure.data.dataset import Picture
 from facecure.defenses.base import Defense
 from facecure.defenses.context import Defended, DefenseContext
+from facecure.defenses.detector import choose_users, perturbed_probability, train_detector
 from facecure.defenses.detector_model import training_settings
 from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator, Neighbours
 from facecure.evaluation.protection import Posted, ProtectionResult
@@ -146,8 +147,6 @@ def detector_flags(ctx: DefenseContext, posted: Posted, budget: float, confidenc
     picture perturbed, at a cut-off that flags at most `allowed_flags` (for `budget` and
     `confidence`) of the clean pictures of the public users held out from its training; None,
     with a warning, when the trainer's attacks perturb nothing (attack=none)."""
-    from facecure.defenses.detector import choose_users, perturbed_probability, train_detector
-
     settings = training_settings(detection.settings)
     attacks = [a for _, a in ctx.named_attacks(settings["train_attacks"])]
     if all(isinstance(a, NoAttack) for a in attacks):
