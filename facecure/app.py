@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
+from facecure.attacks.base import surrogate_names
 from facecure.attacks.lowkey import alexnet_weights_path, lpips_distance
 from facecure.attacks.store import PerturbedStore
 from facecure.data import build_dataset
@@ -38,6 +39,7 @@ from facecure.results import (
 )
 from facecure.table import print_results
 from facecure.utils.io import atomic_write_text, fingerprint
+from facecure.worlds import role_of, unavailable, world_name
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,8 @@ def run_dir_of(cfg: DictConfig) -> Path:
 
 # The labels every record of a run carries that tell its measurements apart (a report row
 # each); a defense adds its own (`Defended.labels`). Records list them under "labels".
-RUN_LABELS = ("experiment", "attack", "attack_mode", "attack_label", "extractor", "defense",
-              "attack_unprotected", "dataset")
+RUN_LABELS = ("world", "experiment", "attack", "attack_mode", "attack_label", "extractor",
+              "defense", "attack_unprotected", "dataset")
 
 
 def budget_lpips(cfg: DictConfig):
@@ -118,6 +120,8 @@ def run(cfg: DictConfig) -> list[dict]:
     if done is not None:
         return done
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if (reason := unavailable(cfg.extractor)) is not None:
+        return not_testable(cfg, run_dir, reason)
     seed_everything(cfg.seed, workers=True, verbose=False)
     device = resolve_device(cfg.device)
     timings = {}
@@ -178,7 +182,9 @@ def run(cfg: DictConfig) -> list[dict]:
 
         date = (cfg.extractor.get("info") or {}).get("date")  # the era the report orders it by
         info = cfg.get("experiment_info") or {}
-        common = {"experiment": cfg.experiment_name, "extractor": extractor.name,
+        common = {"world": world_name(cfg), "experiment": cfg.experiment_name,
+                  "extractor": extractor.name, "white_box": extractor.name in surrogate_names(attack),
+                  "extractor_role": role_of(cfg.get("world"), extractor.name),
                   "experiment_title": info.get("title"), "paper_order": info.get("paper_order"),
                   "extractor_date": str(date) if date else None,
                   "attack_label": cfg.attack.get("label"),
@@ -203,6 +209,8 @@ def run(cfg: DictConfig) -> list[dict]:
                 records.append({**common, **m})
                 continue
             labels = {**common, "defense": m.defense, "extractor": m.extractor,
+                      "extractor_role": role_of(cfg.get("world"), m.extractor),
+                      "white_box": m.extractor in surrogate_names(attack),
                       "extractor_fingerprint": m.extractor_fingerprint, **m.labels, **m.measured,
                       "labels": [*RUN_LABELS, *m.labels]}
             records += _records(m.result, cfg, attack, labels, split)
@@ -220,6 +228,20 @@ def run(cfg: DictConfig) -> list[dict]:
         return records
     finally:
         logger.finish(exit_code)
+
+
+def not_testable(cfg: DictConfig, run_dir: Path, reason: str) -> list[dict]:
+    """A run whose model has no player in this world (the real world's CLIP): one run record
+    that says so, a finished job, so the report lists the experiment as not testable here."""
+    log.warning("%s: not testable in the %s world: %s", cfg.experiment_name, world_name(cfg),
+                reason)
+    info = cfg.get("experiment_info") or {}
+    record = {"kind": "run", "world": world_name(cfg), "experiment": cfg.experiment_name,
+              "experiment_title": info.get("title"), "paper_order": info.get("paper_order"),
+              "extractor": cfg.extractor.get("name"), "not_testable": reason,
+              "config_fingerprint": config_fingerprint(cfg), "versions": versions()}
+    write_results(run_dir / "results.jsonl", [record])
+    return []
 
 
 def metric_prefix(record: dict) -> str:

@@ -11,11 +11,18 @@ from facecure.paths import PROJECT_ROOT
 EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml"))
 
 
-def sweep_jobs(name: str) -> list[list[str]]:
-    """The override lists of the sweep an experiment declares (hydra.sweeper.params)."""
-    cfg = OmegaConf.load(PROJECT_ROOT / "experiments" / f"{name}.yaml")
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    axes = [[f"{k}={v}" for v in str(values).split(",")] for k, values in params.items()]
+def sweep_jobs(name: str, world: str = "embedded") -> list[list[str]]:
+    """The override lists of the sweep an experiment declares (hydra.sweeper.params), in a
+    world (the sweeps name the world's models: extractor=${world.eras})."""
+    from facecure.paths import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={name}", f"world={world}"],
+                      return_hydra_config=True)
+        params = {k: str(v) for k, v in (cfg.hydra.sweeper.params or {}).items()}
+    GlobalHydra.instance().clear()
+    axes = [[f"{k}={v}" for v in values.split(",")] for k, values in params.items()]
     return [list(job) for job in itertools.product(*axes)]
 
 
@@ -25,16 +32,24 @@ def test_every_paper_experiment_has_a_config():
         assert name in EXPERIMENTS
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_and_its_sweep_compose(name, cache_dir):
+EMBEDDED_ONLY = ("demo", "pubfig")  # rendered data of their own
+
+
+@pytest.mark.parametrize("name,world", [(e, w) for w in ("embedded", "real") for e in EXPERIMENTS
+                                        if w == "embedded" or e not in EMBEDDED_ONLY])
+def test_experiment_and_its_sweep_compose(name, world, cache_dir):
     from facecure.paths import CONF_DIR
 
+    jobs = sweep_jobs(name, world)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for job in sweep_jobs(name):
-            cfg = compose("config", overrides=[f"experiment={name}", *job], return_hydra_config=True)
+        for job in jobs:
+            cfg = compose("config", overrides=[f"experiment={name}", f"world={world}", *job],
+                          return_hydra_config=True)
             choices = cfg.hydra.runtime.choices
-            assert cfg.experiment_name == name
+            assert cfg.experiment_name == name and cfg.world.name == world
+            if world == "real" and "extractor=" not in " ".join(job):  # the role's real model
+                assert cfg.extractor.name in {*cfg.world.roles.values(), "clip"}
             # every interpolation of the job's own config resolves
             OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
             for override in job:
@@ -90,8 +105,6 @@ def test_a_tiny_version_of_every_experiment_runs(name, compose_cfg, tmp_path):
         tiny = [o.replace("surrogates=[zoo_softmax]", "surrogates=[zoo_clip]") for o in tiny]
     tiny += TINY_DEFENSES.get(cfg.defense.name, [])
     data = ["data.n_identities=12" if o.startswith("data.n_identities") else o for o in TINY_DATA]
-    if cfg.data.name != "synthetic":  # a real-photo experiment (oblivious_real) in tiny form
-        data = ["data=synthetic", *data]
     cfg = compose_cfg(f"experiment={name}", *[o for o in job if not o.startswith(("attack=", "extractor="))],
                       *tiny, *data, "n_attackers=2", "progress=false",
                       "trainer.enable_progress_bar=false", f"+run_dir={tmp_path}")

@@ -85,3 +85,13 @@ def attack_label(cfg) -> str:
     if cfg.get("label"):
         return str(cfg["label"])
     return cfg["name"] + (f"/{cfg['mode']}" if cfg.get("mode") else "")
+
+
+def surrogate_names(attack) -> set[str]:
+    """The extractors an attack optimises against, its parts' too (a mixed attack's): the
+    trainer's model is white-box to the attack when it is one of them."""
+    names = {s.name for s in getattr(attack, "surrogates", None) or ()}
+    for part in (getattr(attack, "first", None), getattr(attack, "second", None)):
+        if part is not None:
+            names |= surrogate_names(part)
+    return names

@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from facecure.report import figures
+from facecure.report.checks import checks_section, run_checks, tested_on_own_attack
 from facecure.report.collect import Collected, collect
 from facecure.report.compare import compare
 from facecure.report.gaps import gap_table
@@ -59,14 +60,6 @@ def protection_table(groups: list[dict]) -> str:
             f"{g['n_attackers']} | {','.join(map(str, g['seeds']))} | {_unprotected(g)} | "
             f"{_num(g['dssim_max'], 1, '.4f')} | {_num(g['linf_max'], 255, '.1f')} |")
     return "\n".join(lines)
-
-
-def tested_on_own_attack(d: dict) -> bool:
-    """A detector scored on the attack it was trained on, or on one part of its mixed train
-    attack (the paper's Fawkes detector: trained on all three modes, scored on each)."""
-    if d["train_attack"] == d["test_attack"]:
-        return True
-    return d.get("test_attack_fingerprint") in (d.get("train_part_fingerprints") or [])
 
 
 def detector_tables(detectors: list[dict]) -> str:
@@ -149,10 +142,12 @@ def experiment_figures(groups: list[dict], fig_dir: Path, stem: str, syn: bool) 
 
 def experiment_section(experiment, groups: list[dict], detectors: list[dict], fig_dir: Path,
                        syn: bool, validations: list[dict] = (),
-                       attackers: list[dict] = (), title: str | None = None) -> list[str]:
-    """One experiment's tables and figures, under what it reproduces."""
-    stem = str(experiment or "run")
-    md = [f"## {stem}" + (f": {title}" if title else ""), ""]
+                       attackers: list[dict] = (), title: str | None = None,
+                       stem: str | None = None) -> list[str]:
+    """One experiment's tables and figures, under what it reproduces; figures are named by
+    `stem` (default: the experiment)."""
+    md = [f"## {experiment or 'run'}" + (f": {title}" if title else ""), ""]
+    stem = stem or str(experiment or "run")
     if groups:
         md += [protection_table(groups), ""]
     if gaps := gap_table(attackers):
@@ -200,15 +195,45 @@ def write_records_csv(records: list[dict], path: Path) -> bool:
     return True
 
 
-def build_report(root: str | Path, out: str | Path | None = None) -> Path:
-    """Aggregate every results.jsonl below `root`; returns the report.md written."""
+def worlds_line(data: Collected) -> str:
+    """Which world each row comes from: the world, its data set(s) and models."""
+    parts = []
+    for world in data.worlds:
+        part = data.in_world(world)
+        sets = sorted({str(r.get("dataset")) for r in part.runs + part.attackers if r.get("dataset")})
+        models = sorted({r["extractor"] for r in part.attackers})
+        parts.append(f"**{world}** (data: {', '.join(sets) or '-'}; models: "
+                     f"{', '.join(models) or '-'})")
+    return ("Worlds: " + "; ".join(parts) + ". A world casts a model in each of the paper's "
+            "roles (conf/world); the `world` and `extractor_role` columns of results.csv say "
+            "which row comes from where.")
+
+
+def not_testable_section(runs: list[dict]) -> list[str]:
+    """Experiments whose model has no player in their world (the real world's CLIP)."""
+    lines = {(r.get("world"), r.get("experiment"), r["not_testable"]) for r in runs
+             if r.get("not_testable")}
+    if not lines:
+        return []
+    return ["## Not testable here", ""] + [
+        f"- {experiment} in the {world} world: {why}" for world, experiment, why in sorted(lines)
+    ] + [""]
+
+
+def build_report(root: str | Path, out: str | Path | None = None,
+                 world: str | None = None) -> Path:
+    """Aggregate every results.jsonl below `root` (of one world, if given); returns the
+    report.md written."""
     root = Path(root)
     out = Path(out or root)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     data: Collected = collect(root)
-    if not (data.attackers or data.detectors or data.validations):
-        raise SystemExit(f"no results.jsonl records below {root}: nothing to report")
+    if world is not None:
+        data = data.in_world(world)
+    if not (data.attackers or data.detectors or data.validations or data.runs):
+        raise SystemExit(f"no results.jsonl records below {root}"
+                         + (f" of the {world} world" if world else "") + ": nothing to report")
     groups = group_attackers(data.attackers)
     syn = data.synthetic
     write_csv(groups, out / "results.csv")
@@ -233,16 +258,29 @@ def build_report(root: str | Path, out: str | Path | None = None) -> Path:
                ""] + [f"- {failure_line(root, job)}" for job in jobs] + [""]
     if data.unreadable:
         md += [f"Unreadable lines (a run killed while writing?): {', '.join(data.unreadable)}", ""]
+    worlds = data.worlds
+    md += [worlds_line(data), ""]
     names = {g["experiment"] for g in groups} | {
         r.get("experiment") for r in data.detectors + data.validations}
     info = experiment_info(data.runs + data.attackers + data.detectors + data.validations)
     for experiment in experiment_order(names, info):
-        md += experiment_section(experiment, [g for g in groups if g["experiment"] == experiment],
-                                 [d for d in data.detectors if d.get("experiment") == experiment],
-                                 fig_dir, syn,
-                                 [v for v in data.validations if v.get("experiment") == experiment],
-                                 [a for a in data.attackers if a.get("experiment") == experiment],
-                                 (info.get(experiment) or (None, None))[1])
+        for world in worlds:
+            part = data.in_world(world)
+            rows = [g for g in groups if g["experiment"] == experiment
+                    and (g.get("world") or "embedded") == world]
+            detectors = [d for d in part.detectors if d.get("experiment") == experiment]
+            if not rows and not detectors:
+                continue
+            title = (info.get(experiment) or (None, None))[1]
+            if len(worlds) > 1:
+                title = f"{title or experiment} ({world} world)"
+            md += experiment_section(
+                experiment, rows, detectors, fig_dir, syn,
+                [v for v in part.validations if v.get("experiment") == experiment],
+                [a for a in part.attackers if a.get("experiment") == experiment], title,
+                stem=f"{experiment}_{world}" if len(worlds) > 1 else None)
+    md += not_testable_section(data.runs)
+    md += checks_section(run_checks(groups, data.detectors))
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path
@@ -274,23 +312,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wandb", choices=["offline", "online"], default=None,
                         help="also log the report's table and figures to W&B (offline: sync later)")
     parser.add_argument("--wandb-project", default="facecure")
+    parser.add_argument("--world", help="only this world's records (embedded, real)")
+    parser.add_argument("--checks", action="store_true",
+                        help="exit 1 when a check of the paper's claims fails (report.md, Checks)")
     parser.add_argument("--compare", metavar="REFERENCE",
                         help="a reference report folder or results.csv (e.g. docs/reproduce): "
                              "writes compare.md, each protection row beside the reference's, and "
                              "exits 1 if any moved beyond the two runs' 95%% intervals")
     args = parser.parse_args(argv)
-    report = build_report(args.folder, args.out)
+    report = build_report(args.folder, args.out, args.world)
     if args.wandb:
         log_to_wandb(report, args.wandb, args.wandb_project)
     print(report)
+    failed = []
+    if args.checks:
+        data = collect(args.folder)
+        data = data.in_world(args.world) if args.world else data
+        failed = [c.name for c in run_checks(group_attackers(data.attackers), data.detectors)
+                  if c.passed is False]
+    moved = 0
     if args.compare:
         text, moved = compare(args.compare, report.parent / "results.csv")
         atomic_write_text(report.parent / "compare.md", text)
         print(report.parent / "compare.md")
-        if moved:
-            raise SystemExit(f"{moved} rows moved beyond their intervals (or are in one report "
-                             f"only): see {report.parent / 'compare.md'}")
-
+    if failed:
+        raise SystemExit(f"checks failed: {', '.join(failed)} (see {report}, Checks)")
+    if moved:
+        raise SystemExit(f"{moved} rows moved beyond their intervals (or are in one report "
+                         f"only): see {report.parent / 'compare.md'}")
 
 if __name__ == "__main__":
     main()

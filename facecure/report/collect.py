@@ -20,6 +20,18 @@ class Collected:
     runs: list[dict] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # lines or files that did not parse
 
+    def in_world(self, world: str) -> Collected:
+        """Only the records of one world (records older than worlds are embedded ones)."""
+        def keep(records):
+            return [r for r in records if (r.get("world") or "embedded") == world]
+        return Collected(keep(self.aggregates), keep(self.attackers), keep(self.detectors),
+                         keep(self.validations), keep(self.runs), self.unreadable)
+
+    @property
+    def worlds(self) -> list[str]:
+        return sorted({r.get("world") or "embedded"
+                       for r in self.runs + self.attackers + self.detectors + self.validations})
+
     @property
     def synthetic(self) -> bool:
         return any(r.get("synthetic") for r in self.runs + self.aggregates + self.detectors)

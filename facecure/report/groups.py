@@ -11,7 +11,7 @@ from facecure.report.collect import extractor_date
 # The columns every row of results.csv has, in this order. Which records make one row is the
 # records' own business: each lists the labels that tell its system apart under "labels"
 # (records written before they did are grouped by these columns).
-GROUP_KEYS = ("experiment", "attack", "attack_mode", "attack_label", "extractor", "defense",
+GROUP_KEYS = ("world", "experiment", "attack", "attack_mode", "attack_label", "extractor", "defense",
               "system", "alpha", "classifier", "robust_public", "attack_unprotected", "dataset")
 
 # The settings of the job's attack that its clean-baseline records carry but do not depend on.
@@ -81,6 +81,7 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
             name += " (" + ", ".join(sorted({Path(r.get("run_dir") or ".").name for r in recs})) + ")"
         rows.append({
             **{k: first.get(k) for k in GROUP_KEYS}, **dict(key[0]),
+            "extractor_role": first.get("extractor_role"), "white_box": first.get("white_box"),
             "attack_name": attack_name(first),
             "system_name": name,
             "date": first.get("extractor_date") or extractor_date(first["extractor"]),
