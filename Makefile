@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 export WANDB_MODE ?= offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo reproduce test test-slurm test-full lint bench clean weights-dlib weights-real weights-lpips
+.PHONY: help install demo reproduce reproduce-real test test-slurm test-full lint bench clean weights-dlib weights-real weights-lpips
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-13s %s\n", $$1, $$2}'
@@ -31,11 +31,19 @@ install: $(STAMP) ## Create .venv and install FaceCure with its pinned dependenc
 demo: $(STAMP) ## Run the main job on the embedded synthetic faces (CPU, a few minutes)
 	$(BIN)/facecure experiment=demo
 
+# WORLD=embedded|real scripts/reproduce.sh, with peak memory where GNU time is installed.
+define reproduce
+	mkdir -p $(2)
+	if [ -x /usr/bin/time ]; then WORLD=$(1) /usr/bin/time -v -o $(2)/reproduce.time scripts/reproduce.sh; \
+	  rc=$$?; grep -E "Elapsed|Maximum resident" $(2)/reproduce.time; exit $$rc; \
+	else WORLD=$(1) scripts/reproduce.sh; fi
+endef
+
 reproduce: $(STAMP) ## Every experiment of the paper on the embedded default + multirun/report.md
-	@# Peak memory too where GNU time is installed.
-	if [ -x /usr/bin/time ]; then /usr/bin/time -v -o multirun/reproduce.time scripts/reproduce.sh; \
-	  rc=$$?; grep -E "Elapsed|Maximum resident" multirun/reproduce.time; exit $$rc; \
-	else scripts/reproduce.sh; fi
+	$(call reproduce,embedded,multirun)
+
+reproduce-real: $(STAMP) weights-real weights-lpips ## Every experiment on real photos and models (../shared/faces/celeba150) + multirun/real/report.md
+	$(call reproduce,real,multirun/real)
 
 weights-dlib: ## Fetch the dlib ResNet weights (npm @vladmandic/face-api) into the cache
 	scripts/fetch_face_api.sh

@@ -120,6 +120,10 @@ def run(cfg: DictConfig) -> list[dict]:
     if done is not None:
         return done
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    worlds = (cfg.get("experiment_info") or {}).get("worlds") or [world_name(cfg)]
+    if world_name(cfg) not in worlds:
+        raise ValueError(f"experiment={cfg.experiment_name} runs in the {' and '.join(worlds)} "
+                         f"world only, not world={world_name(cfg)}")
     if (reason := unavailable(cfg.extractor)) is not None:
         return not_testable(cfg, run_dir, reason)
     seed_everything(cfg.seed, workers=True, verbose=False)
