@@ -99,3 +99,12 @@ def test_two_worlds_meet_on_the_papers_models_and_attacks(tmp_path):
     assert "**differ**" in text and "| agree |" in text
     assert "real only" in text and "embedded only" in text
     assert "Of 4 rows, 2 are in both worlds: 1 agree within their intervals, 1 differ; 2 are" in text
+
+
+def test_an_experiment_of_one_world_refuses_the_other(compose_cfg, tmp_path):
+    import pytest
+
+    from facecure.app import run
+
+    with pytest.raises(ValueError, match="runs in the embedded world only, not world=real"):
+        run(compose_cfg("experiment=pubfig", "world=real", f"+run_dir={tmp_path}"))
