@@ -17,7 +17,7 @@ def test_each_world_casts_its_models_in_the_papers_roles(compose_cfg):
     assert role_of(real.world, "dlib") == "webface" and role_of(real.world, "faceres_deep") is None
     assert role_of(embedded.world, "zoo_softmax+robust") == "webface+robust"
     # the attacks' surrogates are the world's, per role
-    assert list(real.attack.surrogate_sets.high) == ["dlib", "mobileface"]
+    assert list(real.attack.surrogate_sets.high) == ["mobileface"]  # one crop: arcface112
     combined = compose_cfg("experiment=combined", "world=real")
     assert combined.extractor.name == "faceres" == real.world.roles.magface
     # the paper's sizes on request, in either world
@@ -108,3 +108,16 @@ def test_an_experiment_of_one_world_refuses_the_other(compose_cfg, tmp_path):
 
     with pytest.raises(ValueError, match="runs in the embedded world only, not world=real"):
         run(compose_cfg("experiment=pubfig", "world=real", f"+run_dir={tmp_path}"))
+
+
+def test_every_attack_of_each_world_has_surrogates_of_one_crop(compose_cfg):
+    """One cloak is made on one crop: a world's surrogate sets must each share one."""
+    from facecure.extractors import extractor_config
+    from facecure.faces import crop_spec_of
+
+    for world in ("embedded", "real"):
+        sets = compose_cfg(f"world={world}").world.surrogates
+        for attack, members in sets.items():
+            for names in (members.values() if hasattr(members, "values") else [members]):
+                crops = {str(crop_spec_of(extractor_config(n))) for n in names}
+                assert len(crops) == 1, (world, attack, list(names), crops)
