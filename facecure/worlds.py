@@ -7,7 +7,10 @@ carry the world and each model's role, so the report says where a row comes from
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+
+from facecure.config_groups import compose_group
 
 
 def world_name(cfg: Mapping) -> str:
@@ -23,6 +26,20 @@ def role_of(world: Mapping | None, extractor: str) -> str | None:
         if name == base:
             return role + plus + rest
     return None
+
+
+@functools.cache
+def world_config(name: str) -> Mapping:
+    """conf/world/<name>.yaml (roles, surrogates, eras), for records that do not carry their
+    roles (written before worlds)."""
+    return compose_group("world", name)
+
+
+def row_role(row: Mapping) -> str | None:
+    """A record's or report row's role: its own, else its world's casting of its extractor."""
+    if row.get("extractor_role"):
+        return str(row["extractor_role"])
+    return role_of(world_config(row.get("world") or "embedded"), str(row.get("extractor", "")))
 
 
 def unavailable(extractor_cfg: Mapping) -> str | None:

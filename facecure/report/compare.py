@@ -19,6 +19,7 @@ from pathlib import Path
 
 from facecure.evaluation.stats import ci95
 from facecure.report.groups import GROUP_KEYS
+from facecure.worlds import row_role
 
 KEYS = (*GROUP_KEYS, "system_name")
 # What does not tell rows of two worlds apart: their data, their models' names (the role
@@ -44,7 +45,7 @@ def worlds_of(rows: list[dict]) -> set[str]:
 def row_key(row: dict, across_worlds: bool) -> tuple:
     if not across_worlds:
         return tuple(row.get(k, "") for k in KEYS)
-    model = row.get("extractor_role") or row.get("extractor", "")
+    model = row_role(row) or row.get("extractor", "")
     attack = PAPER_ATTACK.get(row.get("attack", ""), row.get("attack", ""))
     return (attack, model, *(row.get(k, "") for k in GROUP_KEYS
                              if k not in ACROSS_WORLDS_DROP and k != "attack"))
@@ -61,7 +62,7 @@ def _ci95(row: dict) -> float:
 def _label(row: dict, across_worlds: bool) -> str:
     if not across_worlds:
         return row["system_name"]
-    role = row.get("extractor_role")
+    role = row_role(row)
     return f"{role} ({row['system_name']})" if role else row["system_name"]
 
 
