@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig, OmegaConf
 
-from facecure.attacks.base import surrogate_names
+from facecure.attacks.base import white_box_to
 from facecure.attacks.lowkey import alexnet_weights_path, lpips_distance
 from facecure.attacks.store import PerturbedStore
 from facecure.data import build_dataset
@@ -187,7 +187,7 @@ def run(cfg: DictConfig) -> list[dict]:
         date = (cfg.extractor.get("info") or {}).get("date")  # the era the report orders it by
         info = cfg.get("experiment_info") or {}
         common = {"world": world_name(cfg), "experiment": cfg.experiment_name,
-                  "extractor": extractor.name, "white_box": extractor.name in surrogate_names(attack),
+                  "extractor": extractor.name, "white_box": white_box_to(attack, extractor.name),
                   "extractor_role": role_of(cfg.get("world"), extractor.name),
                   "experiment_title": info.get("title"), "paper_order": info.get("paper_order"),
                   "extractor_date": str(date) if date else None,
@@ -214,7 +214,7 @@ def run(cfg: DictConfig) -> list[dict]:
                 continue
             labels = {**common, "defense": m.defense, "extractor": m.extractor,
                       "extractor_role": role_of(cfg.get("world"), m.extractor),
-                      "white_box": m.extractor in surrogate_names(attack),
+                      "white_box": white_box_to(attack, m.extractor),
                       "extractor_fingerprint": m.extractor_fingerprint, **m.labels, **m.measured,
                       "labels": [*RUN_LABELS, *m.labels]}
             records += _records(m.result, cfg, attack, labels, split)

@@ -124,3 +124,16 @@ def test_every_attack_of_each_world_has_surrogates_of_one_crop(compose_cfg):
             for names in (members.values() if hasattr(members, "values") else [members]):
                 crops = {str(crop_spec_of(extractor_config(n))) for n in names}
                 assert len(crops) == 1, (world, attack, list(names), crops)
+
+
+def test_a_mixed_attack_is_white_box_only_to_a_surrogate_of_both_parts():
+    from types import SimpleNamespace as NS
+
+    from facecure.attacks.base import white_box_to
+
+    v03 = NS(surrogates=[NS(name="dlib")])
+    v10 = NS(surrogates=[NS(name="mobileface")])
+    assert white_box_to(v03, "dlib") and not white_box_to(v03, "mobileface")
+    assert not white_box_to(NS(first=v03, second=v10), "dlib")
+    assert white_box_to(NS(first=v03, second=NS(surrogates=[NS(name="dlib")])), "dlib")
+    assert not white_box_to(NS(), "dlib")  # noise: no surrogate

@@ -87,11 +87,11 @@ def attack_label(cfg) -> str:
     return cfg["name"] + (f"/{cfg['mode']}" if cfg.get("mode") else "")
 
 
-def surrogate_names(attack) -> set[str]:
-    """The extractors an attack optimises against, its parts' too (a mixed attack's): the
-    trainer's model is white-box to the attack when it is one of them."""
-    names = {s.name for s in getattr(attack, "surrogates", None) or ()}
-    for part in (getattr(attack, "first", None), getattr(attack, "second", None)):
-        if part is not None:
-            names |= surrogate_names(part)
-    return names
+def white_box_to(attack, extractor: str) -> bool:
+    """Whether the attack optimises against `extractor`: it is one of the attack's surrogates,
+    and of every part's where the attack mixes two (a user half v0.3, half v1.0 is white-box
+    to neither tool's surrogate alone)."""
+    parts = [p for p in (getattr(attack, "first", None), getattr(attack, "second", None)) if p]
+    if parts:
+        return all(white_box_to(p, extractor) for p in parts)
+    return extractor in {s.name for s in getattr(attack, "surrogates", None) or ()}
