@@ -86,14 +86,15 @@ def test_a_small_real_world_baseline(compose_cfg, real_photos, real_models, tmp_
     common = ["world=real", "experiment=baseline", "attack=fawkes_v10", "attack.mode=low",
               "attack.steps=2", f"data.root={real_photos}", f"data.min_pictures={N_PHOTOS - 2}",
               "n_attackers=2", "progress=false"]
-    # The standard model (the paper's WebFace: dlib here), then the attack's own surrogate.
+    # The oldest era (dlib, on its own chip), then the standard model (the paper's WebFace:
+    # mobileface here), which is the attack's surrogate.
     for extractor in ("dlib", "mobileface"):
         run(compose_cfg(*common, f"extractor={extractor}", f"+run_dir={tmp_path / extractor}"))
     records = {e: read_results(tmp_path / e / "results.jsonl") for e in ("dlib", "mobileface")}
     run_record = records["dlib"][0]
     assert run_record["world"] == "real" and run_record["crop"]["kind"] == "dlib150"
     assert run_record["attack_crop"]["kind"] == "arcface112"  # mobileface's, moved onto dlib's
-    for extractor, role, white in (("dlib", "webface", False), ("mobileface", "celeb1m", True)):
+    for extractor, role, white in (("dlib", None, False), ("mobileface", "webface", True)):
         attacked = [r for r in records[extractor] if r["kind"] == "attacker"
                     and r["attack"] == "fawkes_v10"]
         assert len(attacked) == 2

@@ -12,9 +12,10 @@ from facecure.worlds import role_of, unavailable
 def test_each_world_casts_its_models_in_the_papers_roles(compose_cfg):
     embedded = compose_cfg("experiment=baseline")
     real = compose_cfg("experiment=baseline", "world=real")
-    assert (embedded.extractor.name, real.extractor.name) == ("zoo_softmax", "dlib")
+    assert (embedded.extractor.name, real.extractor.name) == ("zoo_softmax", "mobileface")
     assert real.data.name == "celeba150" and real.n_attackers == 10
-    assert role_of(real.world, "dlib") == "webface" and role_of(real.world, "faceres_deep") is None
+    assert role_of(real.world, "mobileface") == "webface"  # the first role it plays
+    assert role_of(real.world, "dlib") is None  # the oldest era, no role of its own
     assert role_of(embedded.world, "zoo_softmax+robust") == "webface+robust"
     # the attacks' surrogates are the world's, per role
     assert list(real.attack.surrogate_sets.high) == ["mobileface"]  # one crop: arcface112
