@@ -2,11 +2,18 @@
 report's checks of the paper's claims, and two worlds' reports side by side."""
 import csv
 import json
+import os
+from pathlib import Path
 
+from facecure.paths import PROJECT_ROOT
 from facecure.report import build_report
 from facecure.report.checks import detector_auc, robust_below_base, run_checks, white_box
 from facecure.report.compare import KEYS, compare
 from facecure.worlds import role_of, unavailable
+
+# Read at collection, before a fixture points FACECURE_CACHE at a private folder.
+HUMAN_MODELS = (Path(os.environ.get("FACECURE_CACHE") or PROJECT_ROOT / ".cache")
+                / "human-models" / "models")
 
 
 def test_each_world_casts_its_models_in_the_papers_roles(compose_cfg):
@@ -138,3 +145,26 @@ def test_a_mixed_attack_is_white_box_only_to_a_surrogate_of_both_parts():
     assert not white_box_to(NS(first=v03, second=v10), "dlib")
     assert white_box_to(NS(first=v03, second=NS(surrogates=[NS(name="dlib")])), "dlib")
     assert not white_box_to(NS(), "dlib")  # noise: no surrogate
+
+
+def test_the_real_models_have_weights_a_fine_tune_can_train():
+    """The adaptive trainer fine-tunes the whole model: a tfjs graph's filters are parameters
+    (frozen until thawed), and a model with none is refused rather than head-only trained."""
+    from types import SimpleNamespace as NS
+
+    import pytest
+    import torch
+
+    from facecure.defenses.fine_tuning import trainable_copy
+    from facecure.extractors import create_extractor
+
+    mobileface = create_extractor("mobileface", model_dir=str(HUMAN_MODELS))
+    assert sum(p.numel() for p in mobileface.parameters()) > 500_000
+    assert not any(p.requires_grad for p in mobileface.parameters())  # frozen as loaded
+    assert all(p.requires_grad for p in trainable_copy(mobileface, "robust").parameters())
+    empty = NS(name="empty", differentiable=True, requires_grad_=lambda _: empty,
+               parameters=lambda: iter(()))
+    empty.__deepcopy__ = lambda memo: empty
+    with pytest.raises(ValueError, match="no parameters to train"):
+        trainable_copy(empty, "robust")
+    assert torch.is_tensor(next(mobileface.parameters()))

@@ -199,7 +199,11 @@ def trainable_copy(base: Extractor, defense: str) -> Extractor:
     if not base.differentiable:
         raise ValueError(f"defense={defense} fine-tunes the trainer's extractor, but {base.name!r} "
                          "is not differentiable (ONNX/black-box): choose a torch extractor")
-    return copy.deepcopy(base).requires_grad_(True)
+    copied = copy.deepcopy(base).requires_grad_(True)
+    if not any(True for _ in copied.parameters()):  # a fine-tune of nothing: only its head
+        raise ValueError(f"defense={defense} fine-tunes the trainer's extractor, but {base.name!r} "
+                         "has no parameters to train (its weights are buffers)")
+    return copied
 
 
 def fine_tune(prepare: Callable[[], tuple[FineTuner, PictureSet]], settings: dict, seed: int,

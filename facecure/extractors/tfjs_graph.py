@@ -193,10 +193,19 @@ class TfjsGraph(nn.Module):
             else:
                 self._register(key, tensor)
 
+    # Filters, biases and per-channel scales are parameters, so a fine-tune (the adaptive
+    # trainer's) trains them as it trains any torch model's; scalars and the few-element
+    # constants of the input's normalisation stay buffers. Frozen until someone thaws them.
+    MIN_PARAMETER_SIZE = 8
+
     def _register(self, key: str, tensor: torch.Tensor) -> None:
         if key not in self._buffers_of:
-            self._buffers_of[key] = f"w{len(self._buffers_of)}"
-            self.register_buffer(self._buffers_of[key], tensor.contiguous().float())
+            self._buffers_of[key] = name = f"w{len(self._buffers_of)}"
+            tensor = tensor.contiguous().float()
+            if tensor.numel() >= self.MIN_PARAMETER_SIZE:
+                self.register_parameter(name, nn.Parameter(tensor, requires_grad=False))
+            else:
+                self.register_buffer(name, tensor)
 
     def weight(self, key: str) -> torch.Tensor:
         return getattr(self, self._buffers_of[key])
