@@ -18,6 +18,11 @@ def world_name(cfg: Mapping) -> str:
     return str((cfg.get("world") or {}).get("name") or "embedded")
 
 
+def record_world(record: Mapping) -> str:
+    """A record's or report row's world; those written before worlds are embedded ones."""
+    return str(record.get("world") or "embedded")
+
+
 def role_of(world: Mapping | None, extractor: str) -> str | None:
     """The paper's model that `extractor` plays in `world` (`dlib+robust` -> `webface+robust`:
     a fine-tune keeps its base's role), or None when it plays none."""
@@ -39,7 +44,7 @@ def row_role(row: Mapping) -> str | None:
     """A record's or report row's role: its own, else its world's casting of its extractor."""
     if row.get("extractor_role"):
         return str(row["extractor_role"])
-    return role_of(world_config(row.get("world") or "embedded"), str(row.get("extractor", "")))
+    return role_of(world_config(record_world(row)), str(row.get("extractor", "")))
 
 
 def unavailable(extractor_cfg: Mapping) -> str | None:

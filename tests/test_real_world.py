@@ -6,6 +6,7 @@ of the photos that `make test` installs (face-api's demo, insightface's samples)
 an identity whose "photos" are jittered re-framings of its one photo (a pipeline check, not
 a measurement)."""
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -106,3 +107,5 @@ def test_a_small_real_world_baseline(compose_cfg, real_photos, real_models, tmp_
     assert "Worlds: **real** (data: " in text
     assert "- white-box (protection >= 80% against the attack's own surrogate): " in text
     assert "fawkes_v10 (low) vs mobileface" in text  # the one white-box row is judged
+    checks = {c["name"]: c for c in json.loads((tmp_path / "checks.json").read_text())}
+    assert checks["white-box"]["passed"] in (True, False) and checks["detection"]["passed"] is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 from pathlib import Path
 
 from facecure.report import figures
@@ -14,6 +15,7 @@ from facecure.report.gaps import gap_table
 from facecure.report.groups import clean_baselines, group_attackers, is_plain
 from facecure.sweep import failure_line, sweep_status
 from facecure.utils.io import atomic_write_text
+from facecure.worlds import record_world
 
 
 def _pct(v) -> str:
@@ -267,7 +269,7 @@ def build_report(root: str | Path, out: str | Path | None = None,
         for world in worlds:
             part = data.in_world(world)
             rows = [g for g in groups if g["experiment"] == experiment
-                    and (g.get("world") or "embedded") == world]
+                    and record_world(g) == world]
             detectors = [d for d in part.detectors if d.get("experiment") == experiment]
             if not rows and not detectors:
                 continue
@@ -280,7 +282,13 @@ def build_report(root: str | Path, out: str | Path | None = None,
                 [a for a in part.attackers if a.get("experiment") == experiment], title,
                 stem=f"{experiment}_{world}" if len(worlds) > 1 else None)
     md += not_testable_section(data.runs)
-    md += checks_section(run_checks(groups, data.detectors))
+    checks = run_checks(groups, data.detectors)
+    md += checks_section(checks)
+    # for scripts (and --checks): each check's verdict and the rows it judged
+    atomic_write_text(out / "checks.json", json.dumps(
+        [{"name": c.name, "claim": c.claim, "passed": c.passed,
+          "rows": [{"row": what, "passed": ok} for what, ok in c.results]} for c in checks],
+        indent=1))
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path
@@ -325,11 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         log_to_wandb(report, args.wandb, args.wandb_project)
     print(report)
     failed = []
-    if args.checks:
-        data = collect(args.folder)
-        data = data.in_world(args.world) if args.world else data
-        failed = [c.name for c in run_checks(group_attackers(data.attackers), data.detectors)
-                  if c.passed is False]
+    if args.checks:  # as the report just judged them
+        failed = [c["name"] for c in json.loads((report.parent / "checks.json").read_text())
+                  if c["passed"] is False]
     moved = 0
     if args.compare:
         text, moved = compare(args.compare, report.parent / "results.csv")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from facecure.report.groups import is_plain
+from facecure.worlds import record_world
 
 WHITE_BOX_MIN = 0.80  # the least protection against the attack's own surrogate
 DETECTOR_AUC_MIN = 0.95  # the least AUC of a detector scored on its own attack
@@ -39,7 +40,7 @@ def tested_on_own_attack(d: dict) -> bool:
 
 
 def _where(g: dict) -> str:
-    return f"{g.get('world') or 'embedded'} {g['experiment']}"
+    return f"{record_world(g)} {g['experiment']}"
 
 
 def white_box(groups: list[dict]) -> Check:
@@ -76,7 +77,7 @@ def detector_auc(detectors: list[dict]) -> Check:
     for d in detectors:
         if tested_on_own_attack(d):
             check.results.append(
-                (f"{d.get('world') or 'embedded'} {d.get('experiment')}: trained on "
+                (f"{record_world(d)} {d.get('experiment')}: trained on "
                  f"{d['train_attack']}, tested on {d['test_attack']}: AUC {d['auc']:.3f}",
                  d["auc"] >= DETECTOR_AUC_MIN))
     return check

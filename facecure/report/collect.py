@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facecure.extractors.registry import extractor_config, list_extractors
+from facecure.worlds import record_world
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +24,13 @@ class Collected:
     def in_world(self, world: str) -> Collected:
         """Only the records of one world (records older than worlds are embedded ones)."""
         def keep(records):
-            return [r for r in records if (r.get("world") or "embedded") == world]
+            return [r for r in records if record_world(r) == world]
         return Collected(keep(self.aggregates), keep(self.attackers), keep(self.detectors),
                          keep(self.validations), keep(self.runs), self.unreadable)
 
     @property
     def worlds(self) -> list[str]:
-        return sorted({r.get("world") or "embedded"
-                       for r in self.runs + self.attackers + self.detectors + self.validations})
+        return sorted({record_world(r) for r in self.runs + self.attackers + self.detectors + self.validations})
 
     @property
     def synthetic(self) -> bool:

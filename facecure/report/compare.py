@@ -19,7 +19,7 @@ from pathlib import Path
 
 from facecure.evaluation.stats import ci95
 from facecure.report.groups import GROUP_KEYS
-from facecure.worlds import row_role
+from facecure.worlds import record_world, row_role
 
 KEYS = (*GROUP_KEYS, "system_name")
 # What does not tell rows of two worlds apart: their data, their models' names (the role
@@ -39,7 +39,7 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def worlds_of(rows: list[dict]) -> set[str]:
-    return {r.get("world") or "embedded" for r in rows}
+    return {record_world(r) for r in rows}
 
 
 def row_key(row: dict, across_worlds: bool) -> tuple:
