@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -270,8 +271,13 @@ def _records(result: ProtectionResult, cfg, attack, common, split) -> list[dict]
             "n_train": len(split.train[o.attacker]), "n_perturbed": o.n_perturbed,
             "unprotected": o.n_gallery_rows - o.n_perturbed,
             "budget": budget_summary(budgets.get(o.attacker, [])),
+            "open_set": o.open_set or None,
         } for o in outcomes]
-        out += attacker_records + [aggregate(attacker_records)]
+        agg = aggregate(attacker_records)
+        if result.thresholds:
+            agg["open_set_thresholds"] = [asdict(t) | {"resolved": t.resolved}
+                                          for t in result.thresholds]
+        out += attacker_records + [agg]
     return out
 
 

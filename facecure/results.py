@@ -82,7 +82,7 @@ def budget_summary(budgets: list[dict]) -> dict:
 
 # What varies from one attacker record to the next: measured, never a label of the group.
 ATTACKER_VALUES = ("kind", "attacker", "protection_rate", "clean_accuracy", "n_test", "n_train",
-                   "n_perturbed", "unprotected", "budget")
+                   "n_perturbed", "unprotected", "budget", "open_set")
 
 
 def aggregate(records: list[dict]) -> dict:
@@ -102,4 +102,13 @@ def aggregate(records: list[dict]) -> dict:
         "n_test": int(sum(r["n_test"] for r in records)),
         "dssim_max": max((b["dssim_max"] for b in budgets if b["dssim_max"] is not None), default=None),
         "linf_max": max((b["linf_max"] for b in budgets if b["linf_max"] is not None), default=None),
+        **open_set_means(records),
     }
+
+
+def open_set_means(records: list[dict]) -> dict:
+    """`open_protection_<fpir>_mean` per operating point the attacker records carry (none for
+    defenses that are no nearest-neighbour search)."""
+    keys = dict.fromkeys(k for r in records for k in (r.get("open_set") or {}))
+    return {f"open_protection_{k}_mean": float(np.mean([r["open_set"][k] for r in records]))
+            for k in keys if all(k in (r.get("open_set") or {}) for r in records)}

@@ -30,6 +30,9 @@ def test_tiny_run_writes_records_and_repeats_exactly(compose_cfg, tmp_path):
     for a in aggregates:
         assert {"protection_rate_mean", "protection_rate_std", "protection_rate_ci95",
                 "clean_accuracy", "n_attackers"} <= set(a)
+        # Open-set protection: a search that passes no threshold protects, so never below 1-NN's.
+        assert a["open_protection_fpir1e-2_mean"] >= a["protection_rate_mean"] - 1e-9
+        assert [t["fpir"] for t in a["open_set_thresholds"]] == [1e-2, 1e-3]
     cloaked = [r for r in attackers if r["attack"] == "fawkes_v10"]
     assert all(r["budget"]["linf_max"] <= 15 / 255 + 1e-6 for r in cloaked)
     assert (tmp_path / "a" / "config.yaml").exists()

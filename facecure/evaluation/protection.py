@@ -16,6 +16,7 @@ from facecure.data.dataset import Picture, Split
 from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator
 from facecure.evaluation.index import FlatL2Index
+from facecure.evaluation.open_set import Threshold
 from facecure.extractors.base import Extractor
 from facecure.utils.io import fingerprint
 
@@ -25,6 +26,7 @@ class ProtectionResult:
     outcomes: list[AttackerOutcome]  # with the attack
     clean_outcomes: list[AttackerOutcome]  # the same attackers posting clean pictures
     budgets: dict[str, list[dict]] = field(default_factory=dict)  # attacker -> per picture
+    thresholds: list[Threshold] = field(default_factory=list)  # the open-set operating points
 
 
 def unprotected_count(unprotected: float, n_pictures: int) -> int:
@@ -106,7 +108,7 @@ def measure_protection(split: Split, attackers: list[str], extractor: Extractor,
     posted = post_pictures(split, attackers, attack, perturbed, unprotected, seed, progress)
     pictures, owners = posted.flat()
     rows = embeddings.embed(extractor, pictures, progress)
-    result = ProtectionResult([], [], posted.budgets)
+    result = ProtectionResult([], [], posted.budgets, evaluator.thresholds)
     for a in attackers:
         outcome = evaluator.outcome(a, rows[owners == a])
         outcome.n_perturbed = posted.n_perturbed(a)

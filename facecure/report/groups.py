@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facecure.evaluation.open_set import FPIRS, fpir_key
 from facecure.report.collect import extractor_date
 
 # The columns every row of results.csv has, in this order. Which records make one row is the
@@ -13,6 +14,10 @@ from facecure.report.collect import extractor_date
 # (records written before they did are grouped by these columns).
 GROUP_KEYS = ("world", "experiment", "attack", "attack_mode", "attack_label", "extractor", "defense",
               "system", "alpha", "classifier", "robust_public", "attack_unprotected", "dataset")
+
+# The open-set operating points every row has a column for (None where the records lack them:
+# written before they were measured, or a defense that is no nearest-neighbour search).
+OPEN_SET_KEYS = tuple(fpir_key(f) for f in FPIRS)
 
 # The settings of the job's attack that its clean-baseline records carry but do not depend on.
 CLEAN_BASELINE = {"attack_mode": None, "attack_label": None, "attack_unprotected": None}
@@ -90,10 +95,17 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
             "seeds": sorted({r.get("seed") for r in recs}),
             "unprotected_mean": float(np.mean([r.get("unprotected", 0) for r in recs])),
             "dssim_max": max(dssim) if dssim else None, "linf_max": max(linf) if linf else None,
+            **{f"open_protection_{k}": open_mean(recs, k) for k in OPEN_SET_KEYS},
             "synthetic": bool(first.get("synthetic")),
         })
     return sorted(rows, key=lambda g: (g["experiment"] or "", g["attack"] != "none", g["attack_name"],
                                        g["date"], g["system_name"]))
+
+
+def open_mean(records: list[dict], key: str) -> float | None:
+    """Mean open-set protection at one operating point, if every record measured it."""
+    values = [(r.get("open_set") or {}).get(key) for r in records]
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def is_plain(g: dict) -> bool:
