@@ -1,5 +1,8 @@
-"""`facecure`: the Hydra command. All work happens in `facecure.app.run`."""
+"""`facecure`: the Hydra command (all work happens in `facecure.app.run`), and
+`facecure audit ...` (facecure/audit: a person's check of their own protected photos)."""
 from __future__ import annotations
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -7,8 +10,22 @@ from omegaconf import DictConfig
 from facecure.paths import CONF_DIR  # also registers the facecure_root resolver
 
 
+def main() -> int | None:
+    """`facecure audit ...` and `facecure protect ...` have their own command lines (facecure/
+    audit); anything else is Hydra's."""
+    if len(sys.argv) > 1 and sys.argv[1] == "audit":
+        from facecure.audit.cli import main as audit
+
+        return audit()
+    if len(sys.argv) > 1 and sys.argv[1] == "protect":
+        from facecure.audit.protect import main as protect
+
+        return protect()
+    return experiment()
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> None:
+def experiment(cfg: DictConfig) -> None:
     from facecure.app import run, run_dir_of
     from facecure.sweep import in_multirun, record_failure
 
@@ -23,4 +40,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -58,3 +58,7 @@ def kill_at_first_checkpoint(proc, work: Path, pattern: str = "*.work/last.ckpt"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list(work.glob(pattern)), "no checkpoint was written before the kill"
+
+
+# Real photos and the real models' weights, for any test module (tests/real_photos.py).
+from real_photos import real_models, real_photos  # noqa: E402, F401

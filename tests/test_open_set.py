@@ -71,3 +71,26 @@ def test_evaluator_open_set_matches_naive_searches():
     for t, f in zip(thresholds, fpirs):
         assert out.open_set[fpir_key(f)] == pytest.approx(1 - tpir(hit, dist, t), abs=1e-6)
     assert out.protection_rate == pytest.approx(1 - hit.mean())
+
+
+def test_search_person_by_hand():
+    from facecure.audit.search import search_person
+
+    # 1-D embeddings. The person's posted rows at 0 and 0.2; distractors a (10, 10.5), b (20, 21),
+    # c (30, 31). Non-mated searches: a's photos find b at 10 / 10.5 (squared: 100, 110.25)...
+    posted = np.array([[0.0], [0.2]], np.float32)
+    distractors = np.array([[10.0], [10.5], [20.0], [21.0], [30.0], [31.0]], np.float32)
+    labels = ["a", "a", "b", "b", "c", "c"]
+    probes = np.array([[0.1], [9.0], [15.9]], np.float32)  # near the person; near a; between
+    r = search_person(posted, probes, distractors, labels, ks=(2,), fpirs=(0.2,))
+    # Probe 1: the person (rank 1); probe 2: a (1.0 away) then the person (8.8): rank 2; probe
+    # 3: b (4.1), a (5.4), c (14.1), then the person (15.7): rank 4.
+    assert [p["rank"] for p in r.probes] == [1, 2, 4]
+    assert r.rank1 == pytest.approx(1 / 3) and r.rank_k == {2: pytest.approx(2 / 3)}
+    # Non-mated nearest, squared: a's photos 9.8^2 (to the person's 0.2) and 9.5^2 (to b's 20);
+    # b's 9.5^2, 10.5^2 (to a's 10.5); c's 9^2, 10^2 (to b's 21). Six searches, FPIR 0.2 admits
+    # one: the threshold is 81.
+    assert r.thresholds[0]["distance"] == pytest.approx(81.0)
+    # Probe 1 is the person at 0.01 <= 81: found; TPIR = 1/3.
+    assert r.tpir["fpir2e-1"] == pytest.approx(1 / 3)
+    assert r.n_distractor_ids == 3 and r.n_posted == 2

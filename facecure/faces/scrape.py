@@ -78,7 +78,10 @@ class Scrape:
 
     def __call__(self, photo: np.ndarray, delta: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) RGB photo, float cloak of its crop, the crop's matrix -> scraped photo."""
-        out = self.paste(photo, delta, matrix)
+        return self.transform(self.paste(photo, delta, matrix))
+
+    def transform(self, out: np.ndarray) -> np.ndarray:
+        """What the platform does to a posted photo: the resize, then the recompression."""
         if self.resize is not None and self.resize != 1:
             size = (max(8, round(out.shape[1] * self.resize)), max(8, round(out.shape[0] * self.resize)))
             out = np.asarray(Image.fromarray(out).resize(size, Image.Resampling.LANCZOS))
