@@ -112,3 +112,40 @@ def test_bad_input_gets_a_verdict_or_a_message(real_photos, real_models, cache_d
                            f"paths.cache_dir={cache_dir}"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no readable photo" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_adaptive_audit_uses_the_stored_robust_model_and_detector(compose_cfg, real_photos,
+                                                                  real_models, cache_dir, tmp_path):
+    """A tiny real-world adaptive and detection run store their robust model and detector;
+    --adaptive scores the person's photos with them (nothing trained by the audit)."""
+    from real_photos import N_PHOTOS
+
+    from facecure.app import run
+
+    sweep = tmp_path / "sweep"
+    common = ["world=real", "attack=fawkes_v10", "attack.mode=low", "attack.steps=2",
+              f"data.root={real_photos}", f"data.min_pictures={N_PHOTOS - 2}", "n_attackers=1",
+              "progress=false", "scale.public_fraction=0.34"]  # 2 of the 6 identities public
+    run(compose_cfg(*common, "experiment=adaptive", "defense=robust", "defense.steps=2",
+                    "defense.batch_size=4", "defense.checkpoint_every=2",
+                    "defense.train_attacks=[fawkes_v10/low]", f"+run_dir={sweep / 'adaptive' / '0'}"))
+    low = "{name:fawkes_v10,mode:low,steps:2}"
+    run(compose_cfg(*common, "experiment=detection", "defense.model_name=mobilenetv2_035",
+                    "defense.epochs=1", "defense.batch_size=8", "defense.input_size=32",
+                    "defense.n_train_users=1", "defense.n_test_users=1",
+                    f"defense.train_attacks=[{low}]", f"defense.test_attacks=[{low}]",
+                    f"+run_dir={sweep / 'detection' / '0'}"))
+    posted, probe, dist = person_folders(real_photos, tmp_path)
+    result = audit(posted, probe, dist, cache_dir, clean=posted, adaptive=str(sweep))
+    names = [m["name"] for m in result["models"]]
+    assert names == ["dlib", "mobileface+robust"]
+    assert result["models"][1]["adaptive"] == "robust"
+    (det,) = result["detectors"]
+    assert det["train_attack"] == "fawkes_v10/low" and 0 <= det["auc_on_own_attack"] <= 1
+    assert det["posted"]["n"] == 4 and 0 <= det["posted"]["flagged"] <= 1
+    report = write_report(result, tmp_path / "r", "x").read_text()
+    assert "fine-tuned on public cloaks by the adaptive trainer" in report
+    assert "| fawkes_v10/low |" in report
+    # Without the experiments' stores: one clear message naming the experiment to run.
+    with pytest.raises(FileNotFoundError, match="experiment=adaptive world=real"):
+        audit(posted, probe, dist, cache_dir, adaptive=str(tmp_path / "nothing"))

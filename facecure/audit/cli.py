@@ -26,6 +26,9 @@ def parser() -> argparse.ArgumentParser:
                    "eras: dlib, mobileface, faceres, faceres_deep)")
     p.add_argument("--scrapes", default=",".join(SCRAPES),
                    help=f"what platforms do before a scraper gets the photo ({', '.join(SCRAPES)})")
+    p.add_argument("--adaptive", nargs="?", const="", metavar="SWEEP",
+                   help="also the adaptive trainer: the robust models and detectors that the real "
+                   "world's adaptive and detection experiments stored (default sweep: multirun/real)")
     p.add_argument("--out", help="the report folder (default: outputs/audit/<date-time>)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-progress", action="store_true")
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     inp = AuditInput(args.posted, args.probe, args.clean, args.distractors, args.exclude,
                      args.models.split(",") if args.models else None,
                      [s.strip() for s in args.scrapes.split(",") if s.strip()], args.overrides,
-                     args.device, not args.no_progress)
+                     args.device, not args.no_progress, args.adaptive)
     try:
         result = run_audit(inp)
     except (FileNotFoundError, ValueError, KeyError) as err:

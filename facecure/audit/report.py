@@ -23,7 +23,8 @@ def _pct(v) -> str:
 def verdict_line(model: dict, cond: dict) -> str:
     """"recognised in 5 of 6 probe photos by faceres (2019-06)"."""
     found = sum(p["rank"] == 1 for p in cond["probes"])
-    who = f"{model['name']} ({model['date']})"
+    who = f"{model['name']} ({model['date']}" + (
+        ", fine-tuned on public cloaks by the adaptive trainer)" if model.get("adaptive") else ")")
     if not cond["n_posted"]:
         return f"no face left to search in the {cond['condition']} photos for {who}"
     verb = "recognised" if found else "not recognised"
@@ -39,8 +40,9 @@ def verdict_json(result: dict) -> dict:
                                   "n_probes": c["n_probes"], "n_posted": c["n_posted"]}
                  for c in m["conditions"]}
         main = conds.get(MAIN) or next(iter(conds.values()))
-        models.append({"name": m["name"], "date": m["date"], **main, "conditions": conds})
-    return {"models": models, "fpirs": result["fpirs"], "notes": result["notes"],
+        models.append({"name": m["name"], "date": m["date"], "adaptive": m.get("adaptive"),
+                       **main, "conditions": conds})
+    return {"models": models, "detectors": result.get("detectors"), "fpirs": result["fpirs"], "notes": result["notes"],
             "n_distractor_identities": result["n_distractor_identities"],
             "wall_s": result["wall_s"], "uploaded": False}
 
@@ -126,6 +128,17 @@ def write_report(result: dict, out: Path, command: str) -> Path:
     if any(not t["resolved"] for t in thr):
         md.append(f"- Too few distractor photos ({thr[0]['n_nonmated']}) to measure the lowest "
                   "FPIR: its threshold admits no stranger at all.")
+    if result.get("detectors"):
+        md += ["", "## Would the trainer flag the posted photos as cloaked?", "",
+               "The adaptive trainer's perturbation detectors (its detection experiment: trained "
+               "on its public users' photos and their cloaks, AUC on held-out users' cloaks):", "",
+               "| detector trained on | its AUC | posted photos flagged | originals flagged |",
+               "|---|---|---|---|"]
+        for d in result["detectors"]:
+            def share(s):
+                return "-" if not s or s["flagged"] is None else f"{100 * s['flagged']:.0f}% of {s['n']}"
+            md.append(f"| {d['train_attack']} | {d['auc_on_own_attack']:.3f} | "
+                      f"{share(d.get('posted'))} | {share(d.get('clean'))} |")
     if result.get("budgets"):
         md += ["", "## The protection's budget (posted photo against its original)", "",
                "| photo | DSSIM | L∞ (/255) | LPIPS-Alex |", "|---|---|---|---|"]

@@ -40,6 +40,9 @@ class AuditInput:
     overrides: list[str] = field(default_factory=list)  # Hydra overrides (paths, align...)
     device: str = "cpu"
     progress: bool = True
+    # The adaptive trainer's robust models and detectors, from the real world's experiments in
+    # this sweep folder ("" for the real world's own, multirun/real); None: not audited.
+    adaptive: str | None = None
 
 
 def audit_config(overrides: list[str]):
@@ -101,6 +104,24 @@ def consistency(emb: dict[str, np.ndarray], t: float) -> list[str]:
     return notes
 
 
+def detector_verdicts(sweep: Path, posted: Photos, clean: Photos | None, aligner) -> list[dict]:
+    """Each stored detector's view of the posted photos (would they be flagged as cloaked?)
+    and of the originals (how often it flags clean photos)."""
+    from facecure.audit.adaptive import detector_scores, detectors
+
+    out = []
+    for record, crop, detector in detectors(sweep):
+        threshold = record.get("threshold", 0.5)
+        entry = {"train_attack": record["train_attack"], "auc_on_own_attack": record["auc"],
+                 "threshold": threshold, "file": record["detector_file"]}
+        for label, photos in (("posted", posted), ("clean", clean)):
+            if photos is not None:
+                crops, _, _ = face_crops(photos.pictures, crop, aligner)
+                entry[label] = detector_scores(detector, threshold, crops)
+        out.append(entry)
+    return out
+
+
 def run_audit(inp: AuditInput) -> dict:
     """Every model's verdict for each condition (as posted, after each scrape, unprotected)."""
     started = time.time()
@@ -115,8 +136,18 @@ def run_audit(inp: AuditInput) -> dict:
     for name in inp.exclude:
         if distractor_set.identities.pop(name, None) is None:
             raise ValueError(f"--exclude {name}: no such identity folder in {root}")
-    models = inp.models or [m for m in str(cfg.world.eras).split(",") if m]
+    names = inp.models or [m for m in str(cfg.world.eras).split(",") if m]
     factory = Factory(cfg, inp.device)
+    models = [(model_info(cfg, n), factory.get(n)) for n in names]
+    sweep = None
+    if inp.adaptive is not None:
+        from facecure.audit.adaptive import robust_models
+
+        sweep = Path(inp.adaptive or cfg.world.sweep_dir)
+        for robust_info, robust in robust_models(sweep, factory, Path(cfg.paths.cache_dir)):
+            base = model_info(cfg, robust_info["base"])
+            models.append(({**base, "name": robust.name, "adaptive": robust_info["defense"]},
+                           robust))
     aligner = instantiate(cfg.align, device=inp.device)
     store = EmbeddingStore(Path(cfg.paths.cache_dir) / "embeddings")
     conditions = [(f"protected, {s}", posted, s) for s in inp.scrapes]
@@ -128,10 +159,8 @@ def run_audit(inp: AuditInput) -> dict:
            "unreadable": posted.skipped + probe.skipped + (clean.skipped if clean else []),
            "models": [], "notes": [], "fpirs": list(FPIRS)}
     best = None
-    for name in models:
-        info = model_info(cfg, name)
-        extractor = factory.get(name)
-        spec = info["crop"]
+    for info, extractor in models:
+        name, spec = info["name"], info["crop"]
         d_photos = [p for pics in distractor_set.identities.values() for p in pics]
         d_crops, _, _ = face_crops(d_photos, spec, aligner)
         d_emb = store.embed(extractor, d_crops, inp.progress)
@@ -164,6 +193,8 @@ def run_audit(inp: AuditInput) -> dict:
             best = (info["date"], kept, thresholds[0]["distance"])
     if best is not None:
         out["notes"] += consistency(best[1], best[2])
+    if sweep is not None:
+        out["detectors"] = detector_verdicts(sweep, posted, clean, aligner)
     if len(posted.pictures) == 1:
         out["notes"].append("one posted photo: each verdict rests on a single gallery picture")
     if clean is None:

@@ -177,6 +177,8 @@ class PerturbationDetection(Defense):
                     "n_train_users": len(train_users), "n_test_users": len(test_users),
                     "n_test_pictures": 2 * len(clean), "init": detector.init,
                     "model_name": settings["model_name"], "input_size": detector.input_size,
+                    "detector_file": getattr(detector, "file", None),
+                    "threshold": settings["threshold"],
                     "epochs": settings["epochs"], "lr": settings["lr"],
                     "train_attack_fingerprint": train_attack.fingerprint,
                     "test_attack_fingerprint": test_attack.fingerprint,

@@ -89,7 +89,7 @@ def _trunk_detector(settings: dict) -> Detector:
                  if k.startswith("features.")}  # a whole torchvision file: its classifier goes
         load_into(model.features, trunk, weights, "detector", f"torchvision {arch}.features")
         init = "imagenet"
-    else:
+    elif not settings.get("quiet"):
         log.warning("detector: no ImageNet weights at %s; training %s from scratch",
                     settings.get("weights"), arch)
     return Detector(model, settings["input_size"], IMAGENET_MEAN, IMAGENET_STD, init)
@@ -119,7 +119,7 @@ def build_detector(settings: dict) -> Detector:
         state.update({k: v for k, v in model.state_dict().items() if k.startswith(heads)})
         load_into(model, state, weights, "detector", f"timm {settings['model_name']}")
         init = "imagenet"
-    else:
+    elif not settings.get("quiet"):
         log.warning("detector: no ImageNet weights at %s; training %s from scratch",
                     weights, settings["model_name"])
     cfg = model.pretrained_cfg
@@ -193,4 +193,20 @@ def load_or_train(settings: dict, key: dict, data: Callable[[], tuple[torch.Tens
                                       "init": detector.init}, trainer_kwargs, "the detector")
     detector.model.load_state_dict(fitted.state["state_dict"])
     detector.init = fitted.state["init"]
+    detector.file = str(fitted.path)  # the records name it: `facecure audit --adaptive` loads it
+    return detector.eval()
+
+
+def load_detector(path: str | Path, model_name: str, input_size: int) -> Detector:
+    """A trained detector from its cache file (a detection record's `detector_file`), loaded
+    with weights_only=True; a missing file says which experiment writes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"detector {path} is missing: the detection experiment writes it "
+                                "(facecure -m experiment=detection world=real)")
+    detector = build_detector({"model_name": model_name, "weights": None, "input_size": input_size,
+                               "quiet": True})
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    detector.model.load_state_dict(state["state_dict"])
+    detector.init, detector.file = state["init"], str(path)
     return detector.eval()
