@@ -122,6 +122,22 @@ def detector_verdicts(sweep: Path, posted: Photos, clean: Photos | None, aligner
     return out
 
 
+def drop_cross_identity_duplicates(identities: dict[str, list]) -> list[str]:
+    """Remove every copy of a picture that appears under two identities (same content key):
+    one of its labels is wrong, and as a non-mated search it would find itself at distance 0.
+    Returns "identity/name" of what was removed."""
+    owners: dict[str, set] = {}
+    for identity, pictures in identities.items():
+        for p in pictures:
+            owners.setdefault(p.key, set()).add(identity)
+    shared = {k for k, ids in owners.items() if len(ids) > 1}
+    removed = []
+    for identity, pictures in identities.items():
+        removed += [f"{identity}/{p.name}" for p in pictures if p.key in shared]
+        identities[identity] = [p for p in pictures if p.key not in shared]
+    return removed
+
+
 def run_audit(inp: AuditInput) -> dict:
     """Every model's verdict for each condition (as posted, after each scrape, unprotected)."""
     started = time.time()
@@ -136,6 +152,7 @@ def run_audit(inp: AuditInput) -> dict:
     for name in inp.exclude:
         if distractor_set.identities.pop(name, None) is None:
             raise ValueError(f"--exclude {name}: no such identity folder in {root}")
+    mislabelled = drop_cross_identity_duplicates(distractor_set.identities)
     names = inp.models or [m for m in str(cfg.world.eras).split(",") if m]
     factory = Factory(cfg, inp.device)
     models = [(model_info(cfg, n), factory.get(n)) for n in names]
@@ -195,6 +212,10 @@ def run_audit(inp: AuditInput) -> dict:
         out["notes"] += consistency(best[1], best[2])
     if sweep is not None:
         out["detectors"] = detector_verdicts(sweep, posted, clean, aligner)
+    if mislabelled:
+        out["notes"].append(f"{len(mislabelled)} distractor photos left out: the same picture "
+                            "under two identities (a labelling error would set the stranger "
+                            "threshold at distance 0): " + ", ".join(mislabelled[:6]))
     if len(posted.pictures) == 1:
         out["notes"].append("one posted photo: each verdict rests on a single gallery picture")
     if clean is None:
