@@ -7,8 +7,8 @@ are searched once against the clean gallery for their first neighbour. Swapping 
 `a`'s rows, so a query's new nearest neighbour is the better of (its nearest row that is not
 one of `a`'s clean rows) and (its nearest among `a`'s perturbed rows). The first is the stored
 neighbour unless that neighbour is `a`'s: only those queries (about `a`'s share of the gallery)
-are searched again, against the gallery without `a`'s rows. The same answer as the naive
-search, at about the price of one search (`make bench`).
+are searched again, for (`a`'s rows + 1) neighbours, one of which is not `a`'s. The same answer
+as the naive search, at about the price of one search (`make bench`).
 
 Open set: a sample of the queries (`nonmated_sample`, seeded; all of them in small data) is
 searched as non-mated probes (the gallery without the query's own identity's rows, read from
