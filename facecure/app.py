@@ -197,7 +197,9 @@ def run(cfg: DictConfig) -> list[dict]:
                   "extractor_fingerprint": extractor.fingerprint, "defense": "none",
                   "n_public": len(public.identities),
                   "seed": cfg.seed, "dataset": dataset.name, "synthetic": dataset.synthetic,
-                  "config_fingerprint": config_fingerprint(cfg)}
+                  "config_fingerprint": config_fingerprint(cfg),
+                  # An approximate index's rows are rows of their own, with its measured recall.
+                  "index": ctx.index.kind, "index_recall_at_1": ctx.index.recall_at_1}
         run_record = {"kind": "run", **common, "n_identities": len(split.identities),
                       "n_pictures": len(dataset), "attackers": attackers, "device": device,
                       "attack_params": attack.params(),
@@ -217,7 +219,8 @@ def run(cfg: DictConfig) -> list[dict]:
                       "extractor_role": role_of(cfg.get("world"), m.extractor),
                       "white_box": white_box_to(attack, m.extractor),
                       "extractor_fingerprint": m.extractor_fingerprint, **m.labels, **m.measured,
-                      "labels": [*RUN_LABELS, *m.labels]}
+                      "labels": [*RUN_LABELS, *(("index",) if ctx.index.kind != "flat" else ()),
+                                 *m.labels]}
             records += _records(m.result, cfg, attack, labels, split)
         # All at once: a results.jsonl that exists is a finished job (a rerun skips it).
         write_results(run_dir / "results.jsonl", [run_record] + records)

@@ -149,3 +149,17 @@ def test_adaptive_audit_uses_the_stored_robust_model_and_detector(compose_cfg, r
     # Without the experiments' stores: one clear message naming the experiment to run.
     with pytest.raises(FileNotFoundError, match="experiment=adaptive world=real"):
         audit(posted, probe, dist, cache_dir, adaptive=str(tmp_path / "nothing"))
+
+
+def test_a_picture_under_two_identities_leaves_the_distractors():
+    from facecure.audit.run import drop_cross_identity_duplicates
+    from facecure.data.dataset import Picture
+
+    def pic(identity, name, key):
+        return Picture(identity, name, key)
+
+    ids = {"a": [pic("a", "1.jpg", "k1"), pic("a", "2.jpg", "k2")],
+           "b": [pic("b", "3.jpg", "k1"), pic("b", "4.jpg", "k4")],
+           "c": [pic("c", "5.jpg", "k5"), pic("c", "6.jpg", "k5")]}  # a duplicate within c stays
+    assert drop_cross_identity_duplicates(ids) == ["a/1.jpg", "b/3.jpg"]
+    assert [p.name for p in ids["a"]] == ["2.jpg"] and len(ids["c"]) == 2

@@ -27,8 +27,9 @@ def verdict_line(model: dict, cond: dict) -> str:
         ", fine-tuned on public cloaks by the adaptive trainer)" if model.get("adaptive") else ")")
     if not cond["n_posted"]:
         return f"no face left to search in the {cond['condition']} photos for {who}"
-    verb = "recognised" if found else "not recognised"
-    return f"{verb} in {found} of {cond['n_probes']} probe photos by {who}"
+    if not found:
+        return f"not recognised in any of the {cond['n_probes']} probe photos by {who}"
+    return f"recognised in {found} of {cond['n_probes']} probe photos by {who}"
 
 
 def verdict_json(result: dict) -> dict:

@@ -82,8 +82,9 @@ def budgets(posted: Photos, clean: Photos, lpips) -> list[dict]:
 
 def consistency(emb: dict[str, np.ndarray], t: float) -> list[str]:
     """Warnings where the photos do not look like one person under the newest model: probes
-    unlike each other, or originals unlike every probe (farther apart than the FPIR 1e-2
-    threshold `t`, where one stranger in a hundred already looks alike)."""
+    unlike each other, or originals unlike every probe: farther apart than `t`, the median
+    distance of a photo to its nearest stranger among the distractors (two photos of one
+    person are nearly always closer; an open-set threshold would be far too strict here)."""
     probes, notes = emb["probe"], []
     if len(probes) > 1:
         dp = ((probes[:, None] - probes[None]) ** 2).sum(-1)
@@ -122,6 +123,22 @@ def detector_verdicts(sweep: Path, posted: Photos, clean: Photos | None, aligner
     return out
 
 
+def drop_cross_identity_duplicates(identities: dict[str, list]) -> list[str]:
+    """Remove every copy of a picture that appears under two identities (same content key):
+    one of its labels is wrong, and as a non-mated search it would find itself at distance 0.
+    Returns "identity/name" of what was removed."""
+    owners: dict[str, set] = {}
+    for identity, pictures in identities.items():
+        for p in pictures:
+            owners.setdefault(p.key, set()).add(identity)
+    shared = {k for k, ids in owners.items() if len(ids) > 1}
+    removed = []
+    for identity, pictures in identities.items():
+        removed += [f"{identity}/{p.name}" for p in pictures if p.key in shared]
+        identities[identity] = [p for p in pictures if p.key not in shared]
+    return removed
+
+
 def run_audit(inp: AuditInput) -> dict:
     """Every model's verdict for each condition (as posted, after each scrape, unprotected)."""
     started = time.time()
@@ -136,6 +153,7 @@ def run_audit(inp: AuditInput) -> dict:
     for name in inp.exclude:
         if distractor_set.identities.pop(name, None) is None:
             raise ValueError(f"--exclude {name}: no such identity folder in {root}")
+    mislabelled = drop_cross_identity_duplicates(distractor_set.identities)
     names = inp.models or [m for m in str(cfg.world.eras).split(",") if m]
     factory = Factory(cfg, inp.device)
     models = [(model_info(cfg, n), factory.get(n)) for n in names]
@@ -185,16 +203,22 @@ def run_audit(inp: AuditInput) -> dict:
                 entry.update(search_person(emb, probe_emb, d_emb, d_labels).as_dict())
             else:  # no face left after the scrape: nothing of the person is searchable
                 entry.update({"n_posted": 0, "n_probes": len(probe_emb), "rank1": 0.0,
-                              "rank_k": {}, "tpir": {}, "thresholds": [], "probes": []})
+                              "rank_k": {}, "tpir": {}, "thresholds": [], "probes": [],
+                              "stranger_median": None})
             model["conditions"].append(entry)
         out["models"].append(model)
-        thresholds = next((c["thresholds"] for c in model["conditions"] if c["thresholds"]), [])
-        if thresholds and (best is None or info["date"] > best[0]):
-            best = (info["date"], kept, thresholds[0]["distance"])
+        median = next((c["stranger_median"] for c in model["conditions"] if c.get("stranger_median")),
+                      None)
+        if median is not None and (best is None or info["date"] > best[0]):
+            best = (info["date"], kept, median)
     if best is not None:
         out["notes"] += consistency(best[1], best[2])
     if sweep is not None:
         out["detectors"] = detector_verdicts(sweep, posted, clean, aligner)
+    if mislabelled:
+        out["notes"].append(f"{len(mislabelled)} distractor photos left out: the same picture "
+                            "under two identities (a labelling error would set the stranger "
+                            "threshold at distance 0): " + ", ".join(mislabelled[:6]))
     if len(posted.pictures) == 1:
         out["notes"].append("one posted photo: each verdict rests on a single gallery picture")
     if clean is None:

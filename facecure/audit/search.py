@@ -21,6 +21,7 @@ class SearchResult:
     rank_k: dict[int, float]  # k -> share with the person among the k nearest identities
     tpir: dict[str, float]  # "fpir1e-2" -> share found at that threshold (TPIR)
     thresholds: list[dict]  # per FPIR: distance, achieved FPIR, non-mated searches, resolved
+    stranger_median: float  # the median distance of a photo to its nearest stranger
     probes: list[dict] = field(default_factory=list)  # per probe: rank, distance, found at each FPIR
 
     def as_dict(self) -> dict:
@@ -82,4 +83,5 @@ def search_person(posted: np.ndarray, probes: np.ndarray, distractors: np.ndarra
         rank_k={kk: float((rank <= kk).mean()) for kk in ks if kk <= n_ids},
         tpir={fpir_key(t.fpir): tpir(hit, top_d, t) for t in thresholds},
         thresholds=[{**asdict(t), "resolved": t.resolved} for t in thresholds],
+        stranger_median=float(np.median(nonmated)),
         probes=probes_out)

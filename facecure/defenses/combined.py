@@ -240,7 +240,7 @@ class CombinedSystem(Defense):
                     (results[name].outcomes if attacked else results[name].clean_outcomes).append(o)
 
         ev = acc_view.ev  # the clean gallery: every evaluation test picture against clean train ones
-        clean = Neighbours(ev.neighbour_labels[:, 0], ev.dist[:, 0], ev.idx[:, 0])
+        clean = ev.first
         label = f"{accurate.name}+{robust.name}"
         out = [Defended(results["accurate"], "none", accurate.name, accurate.fingerprint),
                Defended(results["robust"], robust_defense, robust.name, robust.fingerprint,

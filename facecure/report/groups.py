@@ -82,6 +82,10 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
         linf = [b["linf_max"] for b in budgets if b.get("linf_max") is not None]
         first = recs[0]
         name = system_name(first)
+        if first.get("index") not in (None, "flat"):  # approximate search: say so, and how good
+            recall = min((r["index_recall_at_1"] for r in recs
+                          if r.get("index_recall_at_1") is not None), default=None)
+            name += f" [{first['index']}" + (f", recall@1 {recall:.3f}]" if recall is not None else "]")
         if len(weights[key[:-1]]) > 1:
             name += " (" + ", ".join(sorted({Path(r.get("run_dir") or ".").name for r in recs})) + ")"
         rows.append({
