@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from facecure.data.dataset import Picture
-from facecure.data.images import IMAGE_SUFFIXES, UnreadablePicture, load_picture
+from facecure.data.folder import read_pictures
 from facecure.faces import Aligner, NoFace, Scrape
 from facecure.utils.io import picture_key
 
@@ -39,20 +38,8 @@ def read_folder(folder: str | Path, who: str) -> Photos:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of photos")
-    pictures, skipped = [], []
-    for path in sorted(root.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append({"path": str(path), "reason": f"not a picture suffix ({path.suffix})"})
-            continue
-        try:
-            key = picture_key(load_picture(path))
-        except UnreadablePicture as err:
-            skipped.append({"path": str(path), "reason": str(err)})
-            continue
-        pictures.append(Picture(who, path.name, key, _loader=partial(load_picture, path),
-                                source=str(path)))
+    skipped: list[dict] = []
+    pictures = read_pictures(root, who, skipped)
     if not pictures:
         raise ValueError(f"{root}: no readable photo (" + (
             "; ".join(f"{Path(s['path']).name}: {s['reason']}" for s in skipped[:5]) or "empty") + ")")

@@ -18,6 +18,26 @@ from facecure.utils.io import picture_key
 log = logging.getLogger(__name__)
 
 
+def read_pictures(folder: Path, identity: str, skipped: list[dict]) -> list[Picture]:
+    """Every picture file directly in `folder`, decoded once (its content key), labelled
+    `identity`; files that are not readable pictures are appended to `skipped` with why."""
+    pictures = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append({"path": str(path), "reason": f"not a picture suffix ({path.suffix})"})
+            continue
+        try:
+            key = picture_key(load_picture(path))
+        except UnreadablePicture as err:
+            skipped.append({"path": str(path), "reason": str(err)})
+            continue
+        pictures.append(Picture(identity, path.name, key, _loader=partial(load_picture, path),
+                                source=str(path)))
+    return pictures
+
+
 def folder_faces(root: str, name: str = "folder", min_pictures: int = 2, aligned: bool = False,
                  progress: bool = True) -> FaceDataset:
     """Scan `root/<identity>/<picture>`; skip unreadable files and identities with too few.
@@ -34,20 +54,7 @@ def folder_faces(root: str, name: str = "folder", min_pictures: int = 2, aligned
     if not folders:
         raise FileNotFoundError(f"{root_path} holds no identity sub-folders")
     for folder in tqdm(folders, desc=f"scan {name}", disable=not progress, unit="id", leave=False):
-        pictures = []
-        for path in sorted(folder.iterdir()):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append({"path": str(path), "reason": f"not a picture suffix ({path.suffix})"})
-                continue
-            try:
-                key = picture_key(load_picture(path))
-            except UnreadablePicture as err:
-                skipped.append({"path": str(path), "reason": str(err)})
-                continue
-            pictures.append(Picture(folder.name, path.name, key, _loader=partial(load_picture, path),
-                                    source=str(path)))
+        pictures = read_pictures(folder, folder.name, skipped)
         if len(pictures) < min_pictures:
             skipped.append({"identity": folder.name, "reason": f"{len(pictures)} readable picture(s), "
                             f"fewer than data.min_pictures={min_pictures}"})
