@@ -14,12 +14,13 @@ from facecure.defenses import NoDefense
 from facecure.factory import ExtractorPool, create_attack, create_defense
 from facecure.paths import CONF_DIR, PROJECT_ROOT
 from facecure.report.groups import group_attackers
-from facecure.results import read_results
+from facecure.results import ATTACKER_VALUES, read_results
 from facecure.utils.cached_fit import DEFAULT_NUMERICS, cached_fit, fit_key, trainer_numerics
 from facecure.utils.io import fingerprint
 
 PACKAGE = PROJECT_ROOT / "facecure"
-ENTRY_POINTS = {"cli.py", "app.py"}  # the Hydra command and the run it calls
+# The Hydra command and the run it calls; the audit's commands and the runs they call.
+ENTRY_POINTS = {"cli.py", "app.py", "audit/cli.py", "audit/run.py", "audit/protect.py"}
 OWN_PROTECTION = PROJECT_ROOT / "examples" / "own_protection"
 OWN_DEFENSE = PROJECT_ROOT / "examples" / "own_defense"
 
@@ -105,8 +106,7 @@ def test_aggregates_carry_every_label_their_attackers_share(compose_cfg, tmp_pat
         members = [r for r in records if r["kind"] == "attacker" and r["attack"] == agg["attack"]
                    and r["extractor_fingerprint"] == agg["extractor_fingerprint"]]
         shared = {k for k in members[0] if all(m.get(k) == members[0][k] for m in members)}
-        labels = shared - {"kind", "protection_rate", "clean_accuracy", "n_test", "n_train",
-                           "n_perturbed", "unprotected", "budget", "attacker"}
+        labels = shared - set(ATTACKER_VALUES)  # what is measured per attacker is no label
         assert all(agg[k] == members[0][k] for k in labels), agg
         assert {"robust_extractor", "n_public", "config_fingerprint"} <= set(agg) or \
             agg["defense"] == "none"
