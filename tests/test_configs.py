@@ -30,6 +30,7 @@ SMALL_ATTACK = {
     "lowkey": [ONE_SURROGATE, "attack.perceptual=dssim"],
     "lowkey_dssim": [ONE_SURROGATE],
     "pgd": [ONE_SURROGATE],
+    "opom": [ONE_SURROGATE],
     "from_dir": ["attack.root=/tmp"],
 }
 

@@ -69,6 +69,7 @@ TINY_ATTACKS = {
     "fawkes_v10": ["attack.steps=3", "attack.image_size=null", "attack.surrogates=[zoo_softmax]"],
     "lowkey_dssim": ["attack.steps=3", "attack.image_size=null", "attack.surrogates=[zoo_softmax]"],
     "pgd": ["attack.steps=3", "attack.image_size=null", "attack.surrogates=[zoo_softmax]"],
+    "opom": ["attack.steps=3", "attack.image_size=null", "attack.surrogates=[zoo_softmax]"],
 }
 TINY_DEFENSES = {
     "robust": ["defense.steps=4", "defense.checkpoint_every=2",
