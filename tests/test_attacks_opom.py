@@ -5,10 +5,19 @@ import torch.nn.functional as F
 
 from facecure.attacks import OPOM
 from facecure.attacks.opom import nearest_in_affine_hull, nearest_in_convex_hull
-from tests.test_attacks_lowkey_pgd import one_thread, pictures, surrogate  # noqa: F401
+from facecure.data import synthetic_faces
+from facecure.extractors.base import to_tensor
+from tests.test_attacks_lowkey_pgd import one_thread, surrogate  # noqa: F401 (a fixture)
 
 EPS = 8 / 255
 IDS = ["a", "a", "b", "b"]
+
+
+@pytest.fixture(scope="module")
+def pictures() -> torch.Tensor:
+    """4 pictures (2 identities x 2) of 32x32, RGB in [0, 1]."""
+    data = synthetic_faces(2, 2, 32, progress=False)
+    return torch.stack([to_tensor(p.load()) for ps in data.identities.values() for p in ps])
 
 
 @pytest.fixture(scope="module")
