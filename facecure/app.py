@@ -25,6 +25,7 @@ from facecure.attacks.store import PerturbedStore
 from facecure.data import build_dataset
 from facecure.data.dataset import Split, choose_attackers, split_dataset
 from facecure.defenses import DefenseContext, split_public
+from facecure.evaluation.distractors import Distractors
 from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.protection import ProtectionResult
 from facecure.faces import align_dataset, crop_spec_of
@@ -176,7 +177,7 @@ def run(cfg: DictConfig) -> list[dict]:
             PerturbedStore(cache / "perturbed", cfg.attack.get("batch_size", 64), device,
                            budget_lpips(cfg), aligner, scrape),
             instantiate(cfg.index), run_dir, device, cfg.progress, cfg.seed,
-            cfg.attack.get("unprotected", 0))
+            cfg.attack.get("unprotected", 0), build_distractors(cfg, split, aligner))
         measured = defense.run(ctx)
         timings["measure_s"] = time.time() - t
         if ctx.perturbed.lost:  # the trainer found no face in these twins after the scrape
@@ -199,7 +200,9 @@ def run(cfg: DictConfig) -> list[dict]:
                   "seed": cfg.seed, "dataset": dataset.name, "synthetic": dataset.synthetic,
                   "config_fingerprint": config_fingerprint(cfg),
                   # An approximate index's rows are rows of their own, with its measured recall.
-                  "index": ctx.index.kind, "index_recall_at_1": ctx.index.recall_at_1}
+                  "index": ctx.index.kind, "index_recall_at_1": ctx.index.recall_at_1,
+                  "distractors": cfg.eval.get("distractors", 0),
+                  "distractors_drawn": ctx.distractors.drawn if ctx.distractors else None}
         run_record = {"kind": "run", **common, "n_identities": len(split.identities),
                       "n_pictures": len(dataset), "attackers": attackers, "device": device,
                       "attack_params": attack.params(),
@@ -220,7 +223,7 @@ def run(cfg: DictConfig) -> list[dict]:
                       "white_box": white_box_to(attack, m.extractor),
                       "extractor_fingerprint": m.extractor_fingerprint, **m.labels, **m.measured,
                       "labels": [*RUN_LABELS, *(("index",) if ctx.index.kind != "flat" else ()),
-                                 *m.labels]}
+                                 *(("distractors",) if ctx.distractors else ()), *m.labels]}
             records += _records(m.result, cfg, attack, labels, split)
         # All at once: a results.jsonl that exists is a finished job (a rerun skips it).
         write_results(run_dir / "results.jsonl", [run_record] + records)
@@ -236,6 +239,23 @@ def run(cfg: DictConfig) -> list[dict]:
         return records
     finally:
         logger.finish(exit_code)
+
+
+def build_distractors(cfg: DictConfig, split: Split, aligner) -> Distractors | None:
+    """eval.distractors: None at 0; real pictures (aligned like the run's) or drawn rows."""
+    n = int(cfg.eval.get("distractors", 0) or 0)
+    if n == 0:
+        return None
+    data = None
+    if cfg.eval.get("distractor_data") is not None:
+        data = build_dataset(cfg.eval.distractor_data, progress=cfg.progress)
+        if not data.aligned:
+            if aligner is None:
+                aligner = instantiate(cfg.align, device=resolve_device(cfg.device))
+            data = align_dataset(data, crop_spec_of(cfg.extractor), aligner, cfg.progress)
+    distractors = Distractors(n, int(cfg.eval.get("distractor_pictures", 1)), data, cfg.seed)
+    distractors.check_disjoint(split.identities)
+    return distractors
 
 
 def not_testable(cfg: DictConfig, run_dir: Path, reason: str) -> list[dict]:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from facecure.attacks.base import Attack, attack_label
 from facecure.attacks.store import PerturbedStore
 from facecure.data.dataset import Picture, Split
+from facecure.evaluation.distractors import Distractors
 from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.index import FlatL2Index
 from facecure.evaluation.protection import (
@@ -62,6 +63,7 @@ class DefenseContext:
     progress: bool
     seed: int
     unprotected: float = 0
+    distractors: Distractors | None = None  # eval.distractors: identities in every gallery
 
     @property
     def cache_dir(self) -> Path:
@@ -93,7 +95,7 @@ class DefenseContext:
         """The paper's measurement with `extractor` as the trainer's model, on evaluation users."""
         return measure_protection(self.split, self.attackers, extractor, self.attack,
                                   self.embeddings, self.perturbed, self.index, self.progress,
-                                  self.unprotected, self.seed)
+                                  self.unprotected, self.seed, self.distractors)
 
 
 @dataclass

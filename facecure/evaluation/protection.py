@@ -13,6 +13,7 @@ from facecure.attacks.base import Attack
 from facecure.attacks.mixed import MixedAttack
 from facecure.attacks.store import PerturbedStore
 from facecure.data.dataset import Picture, Split
+from facecure.evaluation.distractors import Distractors
 from facecure.evaluation.embedding_store import EmbeddingStore
 from facecure.evaluation.evaluator import AttackerOutcome, NearestNeighbourEvaluator
 from facecure.evaluation.index import FlatL2Index
@@ -97,13 +98,20 @@ def post_pictures(split: Split, attackers: list[str], attack: Attack, store: Per
 def measure_protection(split: Split, attackers: list[str], extractor: Extractor, attack: Attack,
                        embeddings: EmbeddingStore, perturbed: PerturbedStore,
                        index: FlatL2Index | None = None, progress: bool = True,
-                       unprotected: float = 0, seed: int = 0) -> ProtectionResult:
-    """Each attacker posts perturbed train pictures (all but `unprotected` of them)."""
+                       unprotected: float = 0, seed: int = 0,
+                       distractors: Distractors | None = None) -> ProtectionResult:
+    """Each attacker posts perturbed train pictures (all but `unprotected` of them); the
+    gallery holds the `distractors` too, where given (evaluation/distractors.py)."""
     train = [p for i in split.identities for p in split.train[i]]
     test = [p for i in split.identities for p in split.test[i]]
     gallery = embeddings.embed(extractor, train, progress)
     queries = embeddings.embed(extractor, test, progress)
-    evaluator = NearestNeighbourEvaluator(gallery, [p.identity for p in train], queries,
+    labels = [p.identity for p in train]
+    searched, searched_labels = gallery, labels
+    if distractors is not None and distractors.n:
+        rows, names = distractors.rows(extractor, gallery, labels, embeddings, progress)
+        searched, searched_labels = np.vstack([gallery, rows]), [*labels, *names.tolist()]
+    evaluator = NearestNeighbourEvaluator(searched, searched_labels, queries,
                                           [p.identity for p in test], index)
     posted = post_pictures(split, attackers, attack, perturbed, unprotected, seed, progress)
     pictures, owners = posted.flat()

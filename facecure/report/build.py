@@ -141,6 +141,7 @@ def experiment_figures(groups: list[dict], fig_dir: Path, stem: str, syn: bool) 
     return [p for p in (
         figures.protection_by_extractor(groups, fig_dir / f"{stem}_protection.png", syn),
         figures.unprotected_curve(groups, fig_dir / f"{stem}_unprotected.png", syn),
+        figures.protection_vs_distractors(groups, fig_dir / f"{stem}_distractors.png", syn),
         figures.wiseft_curve(groups, fig_dir / f"{stem}_wiseft.png", syn),
         figures.paired_bars(groups, "system", fig_dir / f"{stem}_combined.png", syn,
                             "combined systems"),

@@ -43,7 +43,7 @@ def protection_by_extractor(groups: list[dict], path: Path, synthetic: bool) -> 
     """Figs. 2, 4, 5 (10, 11): one panel per attack, a bar per trainer's model ordered by date,
     the clean baseline (same attackers posting clean pictures) as a grey bar beside it."""
     attacked = [g for g in groups if g["attack"] != "none" and g["unprotected_mean"] == 0
-                and is_plain(g)]
+                and is_plain(g) and not g.get("distractors")]  # those: protection_vs_distractors
     if not attacked:
         return None
     clean = clean_baselines(groups)
@@ -93,6 +93,43 @@ def unprotected_curve(groups: list[dict], path: Path, synthetic: bool) -> Path |
     ax.set_ylabel("protection rate")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7)
+    return _finish(fig, path, synthetic)
+
+
+def protection_vs_distractors(groups: list[dict], path: Path, synthetic: bool) -> Path | None:
+    """Protection rate (closed set, and open set at FPIR 1e-2) against the distractor
+    identities in the gallery, a line per attack and model; hollow markers where the
+    distractors were drawn, the index's recall@1 written where the search was approximate."""
+    lines = defaultdict(list)
+    for g in groups:
+        if is_plain(g):
+            lines[(g["attack_name"], g["system_base"])].append(g)
+    lines = {k: v for k, v in lines.items() if len({g["distractors"] for g in v}) > 1}
+    if not lines:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for k, ((attack, system), rows) in enumerate(sorted(lines.items())):
+        rows = sorted(rows, key=lambda g: g["distractors"])
+        x = [g["distractors"] for g in rows]
+        style = dict(marker="osD^v"[k % 5], linestyle="--" if attack == "none" else "-")
+        label = "clean pictures (error rate)" if attack == "none" else attack
+        label += f" vs {system}"
+        for ax, key in zip(axes, ("protection_mean", "open_protection_fpir1e-2")):
+            y = [g[key] if g[key] is not None else np.nan for g in rows]
+            line, = ax.plot(x, y, label=label, **style)
+            for xi, yi, g in zip(x, y, rows):
+                if g.get("distractors_drawn"):  # drawn, not pictures: hollow
+                    ax.plot(xi, yi, style["marker"], mfc="white", color=line.get_color())
+                if g["index"] != "flat" and g["index_recall_at_1"] is not None:
+                    ax.annotate(f"{g['index']} r@1 {g['index_recall_at_1']:.3f}", (xi, yi),
+                                fontsize=6, xytext=(3, 3), textcoords="offset points")
+    for ax, title in zip(axes, ("closed set (1-NN)", "open set, FPIR 1e-2")):
+        ax.set_xscale("symlog", linthresh=100)
+        ax.set_xlabel("distractor identities in the gallery (hollow: drawn embeddings)")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("protection rate")
+    axes[1].legend(fontsize=7, loc="lower right")
     return _finish(fig, path, synthetic)
 
 

@@ -86,13 +86,22 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
             recall = min((r["index_recall_at_1"] for r in recs
                           if r.get("index_recall_at_1") is not None), default=None)
             name += f" [{first['index']}" + (f", recall@1 {recall:.3f}]" if recall is not None else "]")
+        base_name = name  # the model and its search, whatever the gallery's distractors
+        if first.get("distractors"):  # a bigger gallery: its own row, and whether it was drawn
+            drawn = ", drawn" if first.get("distractors_drawn") else ""
+            name += f" [+{first['distractors']:,} distractors{drawn}]"
         if len(weights[key[:-1]]) > 1:
             name += " (" + ", ".join(sorted({Path(r.get("run_dir") or ".").name for r in recs})) + ")"
         rows.append({
             **{k: first.get(k) for k in GROUP_KEYS}, **dict(key[0]),
             "extractor_role": first.get("extractor_role"), "white_box": first.get("white_box"),
             "attack_name": attack_name(first),
-            "system_name": name,
+            "system_name": name, "system_base": base_name,
+            "distractors": first.get("distractors") or 0,
+            "distractors_drawn": first.get("distractors_drawn"),
+            "index": first.get("index") or "flat",
+            "index_recall_at_1": min((r["index_recall_at_1"] for r in recs
+                                      if r.get("index_recall_at_1") is not None), default=None),
             "date": first.get("extractor_date") or extractor_date(first["extractor"]),
             "protection_mean": float(pr.mean()), "protection_std": float(pr.std(ddof=1)) if len(pr) > 1 else 0.0,
             "clean_accuracy": float(ca.mean()), "n_attackers": len(recs),
