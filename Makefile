@@ -69,6 +69,7 @@ lint: $(STAMP) ## Lint with ruff
 bench: $(STAMP) weights-real weights-lpips ## Speed and memory benchmarks; trains (once) and scores every zoo member
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.evaluator
+	$(BIN)/python -m benchmarks.index_scale
 	$(BIN)/python -m benchmarks.zoo
 	$(BIN)/python -m benchmarks.attacks
 	$(BIN)/python -m benchmarks.faces
