@@ -2,12 +2,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from test_attacks_lowkey_pgd import one_thread, surrogate  # noqa: F401 (a fixture)
 
 from facecure.attacks import OPOM
 from facecure.attacks.opom import nearest_in_affine_hull, nearest_in_convex_hull
 from facecure.data import synthetic_faces
 from facecure.extractors.base import to_tensor
-from tests.test_attacks_lowkey_pgd import one_thread, surrogate  # noqa: F401 (a fixture)
 
 EPS = 8 / 255
 IDS = ["a", "a", "b", "b"]
