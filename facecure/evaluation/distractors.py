@@ -107,8 +107,6 @@ class Distractors:
     def rows(self, extractor: Extractor, gallery: np.ndarray, labels, embeddings: EmbeddingStore,
              progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """The distractor rows (N, D) for this extractor's gallery, and their labels."""
-        if self.n == 0:
-            return np.zeros((0, gallery.shape[1]), np.float32), np.zeros(0, dtype=str)
         if self.data is None:
             rows = draw_like(gallery, labels, self.n, self.pictures_per_identity, self.seed, progress)
             return rows, distractor_labels(self.n, self.pictures_per_identity)
