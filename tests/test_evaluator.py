@@ -25,8 +25,9 @@ def naive_predictions(gallery, g_labels, queries, attacker, replacement):
     return [labels[i] for i in idx[:, 0]]
 
 
+@pytest.mark.parametrize("up_front", [False, True])
 @pytest.mark.parametrize("n_replacement", [0, 1, 7, 20])
-def test_swap_trick_matches_naive_search(n_replacement):
+def test_swap_trick_matches_naive_search(n_replacement, up_front):
     rng = np.random.default_rng(n_replacement)
     ids = [f"u{i}" for i in range(15)]
     g_labels = [ids[i % 15] for i in range(15 * 9)]
@@ -34,7 +35,9 @@ def test_swap_trick_matches_naive_search(n_replacement):
     centres = rng.normal(size=(15, 16)) * 1.5
     gallery = (centres[[ids.index(lab) for lab in g_labels]] + rng.normal(size=(135, 16))).astype(np.float32)
     queries = (centres[[ids.index(lab) for lab in q_labels]] + rng.normal(size=(60, 16))).astype(np.float32)
-    ev = NearestNeighbourEvaluator(gallery, g_labels, queries, q_labels, FlatL2Index("cpu"))
+    # up_front: the attackers named to the evaluator, their re-searches made in one search
+    ev = NearestNeighbourEvaluator(gallery, g_labels, queries, q_labels, FlatL2Index("cpu"),
+                                   attackers=ids[:5] if up_front else None)
     for attacker in ids[:5]:
         replacement = rng.normal(size=(n_replacement, 16)).astype(np.float32) * 3
         fast = [ev.names[i] for i in ev.predictions_with_swap(attacker, replacement)]

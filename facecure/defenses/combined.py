@@ -49,7 +49,7 @@ class ModelView:
         self.train_owners = np.array([p.identity for p in train])
         self.ev = NearestNeighbourEvaluator(
             self.gallery, self.train_owners, ctx.embeddings.embed(extractor, test, ctx.progress),
-            [p.identity for p in test], ctx.index)
+            [p.identity for p in test], ctx.index, attackers=ctx.attackers)
         pictures, self.owners = posted.flat()
         self.posted = ctx.embeddings.embed(extractor, pictures, ctx.progress)
 

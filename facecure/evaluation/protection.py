@@ -112,7 +112,7 @@ def measure_protection(split: Split, attackers: list[str], extractor: Extractor,
         rows, names = distractors.rows(extractor, gallery, labels, embeddings, progress)
         searched, searched_labels = np.vstack([gallery, rows]), [*labels, *names.tolist()]
     evaluator = NearestNeighbourEvaluator(searched, searched_labels, queries,
-                                          [p.identity for p in test], index)
+                                          [p.identity for p in test], index, attackers=attackers)
     posted = post_pictures(split, attackers, attack, perturbed, unprotected, seed, progress)
     pictures, owners = posted.flat()
     rows = embeddings.embed(extractor, pictures, progress)

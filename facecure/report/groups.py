@@ -112,7 +112,7 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
             "synthetic": bool(first.get("synthetic")),
         })
     return sorted(rows, key=lambda g: (g["experiment"] or "", g["attack"] != "none", g["attack_name"],
-                                       g["date"], g["system_name"]))
+                                       g["date"], g["system_base"], g["distractors"], g["system_name"]))
 
 
 def open_mean(records: list[dict], key: str) -> float | None:
