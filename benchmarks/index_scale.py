@@ -105,7 +105,7 @@ def main(argv=None) -> None:
         gc.collect()
         t = time.perf_counter()
         ev = NearestNeighbourEvaluator(gallery, names_g, queries, names_q, index,
-                                       attackers=list(attackers))
+                                       attackers=attackers)
         for a in attackers:
             ev.outcome(a, gallery[names_g == a][::-1].copy())
         pass_s = time.perf_counter() - t

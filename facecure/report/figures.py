@@ -132,7 +132,8 @@ def protection_vs_distractors(groups: list[dict], path: Path, synthetic: bool) -
         ax.set_title(title, fontsize=10)
     axes[0].set_ylabel("protection rate")
     axes[1].legend(fontsize=7, loc="lower right")
-    if any(g["index"] == "flat" for v in lines.values() for g in v):  # an exact search misses no neighbour: its recall@1 is 1 at every size
+    # An exact search misses no neighbour: its recall@1 is 1 at every size, so no label.
+    if any(g["index"] == "flat" for v in lines.values() for g in v):
         fig.suptitle("unmarked points: exact search (index=flat, recall@1 = 1)", fontsize=8)
     return _finish(fig, path, synthetic)
 
