@@ -55,3 +55,39 @@ def test_summary_uses_student_t():
     assert s["std"] == pytest.approx(0.5)
     assert s["ci95"] == pytest.approx(3.182446 * 0.5 / 2, rel=1e-5)
     assert summarize([0.5])["ci95"] is None
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_swaps_in_one_call_match_the_naive_search(kind, monkeypatch):
+    """Every attacker's swap answered from one call (one product for all replacements, the
+    re-searches in blocks), replacements of different sizes and none: the naive answer each.
+    ivf with every cell visited is exact, and takes the FAISS re-search path."""
+    import facecure.evaluation.evaluator as evaluator
+    from facecure.evaluation.index import ApproximateL2Index
+
+    monkeypatch.setattr(evaluator, "BLOCK_FLOATS", 2000)  # several blocks of a few queries
+    rng = np.random.default_rng(3)
+    ids = [f"u{i}" for i in range(12)]
+    g_labels = [ids[i % 12] for i in range(12 * 8)]
+    q_labels = [ids[i % 12] for i in range(12 * 5)]
+    centres = rng.normal(size=(12, 16)) * 1.5
+    gallery = (centres[[ids.index(x) for x in g_labels]] + rng.normal(size=(96, 16))).astype(np.float32)
+    queries = (centres[[ids.index(x) for x in q_labels]] + rng.normal(size=(60, 16))).astype(np.float32)
+    index = FlatL2Index("cpu") if kind == "flat" else ApproximateL2Index("ivf", "cpu", nlist=2, nprobe=2)
+    ev = NearestNeighbourEvaluator(gallery, g_labels, queries, q_labels, index)
+    # rows near some test pictures (of anyone), so that they steal queries
+    swaps = {a: (queries[rng.choice(60, n)] + 0.3 * rng.normal(size=(n, 16))).astype(np.float32)
+             for a, n in zip(ids[:5], [3, 0, 9, 1, 8])}
+    found = ev.neighbours_with_swaps(swaps)
+    outcomes = ev.outcomes(swaps)
+    for a, replacement in swaps.items():
+        assert [ev.names[i] for i in found[a].label] == naive_predictions(
+            gallery, g_labels, queries, a, replacement)
+        assert outcomes[a].protection_rate == ev.outcome(a, replacement).protection_rate
+        stolen = found[a].row >= len(gallery)  # a replacement row's index, as the naive search's
+        if not len(replacement):
+            assert not stolen.any()
+            continue
+        d = ((queries[stolen, None] - replacement[None]) ** 2).sum(-1)
+        np.testing.assert_array_equal(found[a].row[stolen] - len(gallery), d.argmin(1))
+        np.testing.assert_allclose(found[a].dist[stolen], d.min(1), rtol=1e-4, atol=1e-4)

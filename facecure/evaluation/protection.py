@@ -117,9 +117,11 @@ def measure_protection(split: Split, attackers: list[str], extractor: Extractor,
     pictures, owners = posted.flat()
     rows = embeddings.embed(extractor, pictures, progress)
     result = ProtectionResult([], [], posted.budgets, evaluator.thresholds)
+    attacked = evaluator.outcomes({a: rows[owners == a] for a in attackers})
+    train_owners = np.array(labels)
+    clean = evaluator.outcomes({a: gallery[train_owners == a] for a in attackers})
     for a in attackers:
-        outcome = evaluator.outcome(a, rows[owners == a])
-        outcome.n_perturbed = posted.n_perturbed(a)
-        result.outcomes.append(outcome)
-        result.clean_outcomes.append(evaluator.outcome(a, gallery[[p.identity == a for p in train]]))
+        attacked[a].n_perturbed = posted.n_perturbed(a)
+        result.outcomes.append(attacked[a])
+        result.clean_outcomes.append(clean[a])
     return result
