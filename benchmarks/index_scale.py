@@ -106,8 +106,7 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         ev = NearestNeighbourEvaluator(gallery, names_g, queries, names_q, index,
                                        attackers=attackers)
-        for a in attackers:
-            ev.outcome(a, gallery[names_g == a][::-1].copy())
+        ev.outcomes({a: gallery[names_g == a][::-1].copy() for a in attackers})
         pass_s = time.perf_counter() - t
         sample = index.recall_at_1
         print(f"| {kind} | {build_s:.1f} | {search_s:.1f} | {pass_s:.1f} | {memory:.2f} | "

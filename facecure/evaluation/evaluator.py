@@ -7,11 +7,11 @@ are searched once against the clean gallery for their first neighbour. Swapping 
 `a`'s rows, so a query's new nearest neighbour is the better of (its nearest row that is not
 one of `a`'s clean rows) and (its nearest among `a`'s perturbed rows). The first is the stored
 neighbour unless that neighbour is `a`'s: only those queries (about `a`'s share of the gallery)
-are searched again, for (`a`'s rows + 1) neighbours, one of which is not `a`'s; given the
-`attackers` up front, every attacker's such queries go in one search (small searches cost FAISS
-far more per query than one big one). The replacement rows are a user's few: their distances
-are one matrix product. The same answer as the naive search, at about the price of one search
-(`make bench`).
+are searched again, every attacker's at once (small searches cost FAISS far more per query than
+one big one; on the CPU with the flat index, one blocked product without the owner's rows). The
+replacement rows are a user's few: given every attacker's at once (`neighbours_with_swaps`,
+`outcomes`), their distances are one matrix product. The same answer as the naive search, at
+about the price of one search (`make bench`).
 
 Open set: a sample of the queries (`nonmated_sample`, seeded; all of them in small data) is
 searched as non-mated probes (the gallery without the query's own identity's rows, read from
@@ -131,13 +131,14 @@ class NearestNeighbourEvaluator:
             self._gallery_norms = np.einsum("ij,ij->i", self.gallery, self.gallery)
         rows, dist = np.empty(len(which), np.int64), np.empty(len(which), np.float32)
         block = max(1, BLOCK_FLOATS // len(self.gallery))
+        columns = {a: np.flatnonzero(self.gallery_labels == a) for a in np.unique(owner)}
         for start in range(0, len(which), block):
             own = owner[start:start + block]
             d = self.queries[which[start:start + block]] @ self.gallery.T
             d *= -2
             d += self._gallery_norms
             for a in np.unique(own):  # an attacker's own rows are out of its search
-                d[np.ix_(own == a, np.flatnonzero(self.gallery_labels == a))] = np.inf
+                d[np.ix_(own == a, columns[a])] = np.inf
             i = d.argmin(axis=1)
             rows[start:start + block] = i
             dist[start:start + block] = d[np.arange(len(d)), i] + self._query_norms[which[start:start + block]]
