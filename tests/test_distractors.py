@@ -90,3 +90,30 @@ def test_a_run_with_distractors_records_them_and_the_report_draws_the_curve(comp
     text = report.read_text()
     assert "[+200 distractors, drawn]" in text
     assert (tmp_path / "report" / "figures" / "distractors_distractors.png").exists()
+
+
+def test_approximate_points_at_sizes_only_they_reach_are_their_own_line_with_one_recall():
+    from facecure.report.figures import distractor_lines
+    from facecure.report.groups import group_attackers
+
+    def record(n, index, attacker, recall=None, attack="lowkey"):
+        return {"experiment": "distractors", "attack": attack, "extractor": "faceres",
+                "extractor_fingerprint": "w", "seed": 0, "attacker": attacker,
+                "attack_fingerprint": "a", "protection_rate": 0.5, "clean_accuracy": 0.9,
+                "distractors": n, "distractors_drawn": bool(n), "index": index,
+                "index_recall_at_1": recall,  # the labels a run's records carry (app.py)
+                "labels": ["experiment", "attack", "extractor", *(["index"] if index != "flat" else []),
+                           *(["distractors"] if n else [])]}
+
+    records = [record(n, "flat", u, attack=a) for n in (0, 100) for u in ("u1", "u2")
+               for a in ("lowkey", "none")]
+    records += [record(10**6, "ivf", "u1", 0.9), record(10**6, "ivf", "u2", 0.8),
+                record(10**6, "ivf", "u1", 0.75, attack="none")]
+    records += [record(10**6, "hnsw", "u1", 0.6, attack="fawkes_v10")]  # one size: no curve
+    lines, recall = distractor_lines(group_attackers(records))
+    by_line = {k: sorted(g["distractors"] for g in v) for k, v in lines.items()}
+    assert by_line == {("lowkey", "faceres"): [0, 100], ("lowkey", "faceres [ivf]"): [10**6],
+                       ("none", "faceres"): [0, 100], ("none", "faceres [ivf]"): [10**6]}
+    # one recall per model, index and size, the lowest of its jobs', whichever attack's line
+    assert recall == {("faceres", "ivf", 10**6): 0.75}
+    assert distractor_lines(group_attackers([record(0, "flat", "u1")])) == ({}, {})

@@ -96,18 +96,37 @@ def unprotected_curve(groups: list[dict], path: Path, synthetic: bool) -> Path |
     return _finish(fig, path, synthetic)
 
 
-def protection_vs_distractors(groups: list[dict], path: Path, synthetic: bool) -> Path | None:
-    """Protection rate (closed set, and open set at FPIR 1e-2) against the distractor
-    identities in the gallery, a line per attack and model; hollow markers where the
-    distractors were drawn, the index's recall@1 written where the search was approximate."""
+def distractor_lines(groups: list[dict]) -> tuple[dict, dict]:
+    """The curves of protection against gallery size: (attack, model and index) -> its rows,
+    and (model, index, size) -> the lowest recall@1 of its approximate jobs. A model measured
+    at one size has no curve; its approximate-search points (sizes too slow to search exactly)
+    are kept, as their own line, beside its exact one."""
     lines = defaultdict(list)
     for g in groups:
         if is_plain(g):
             lines[(g["attack_name"], g["system_base"])].append(g)
-    lines = {k: v for k, v in lines.items() if len({g["distractors"] for g in v}) > 1}
+    sizes = defaultdict(set)
+    for (attack, _), rows in lines.items():
+        sizes[attack, rows[0]["system_model"]] |= {g["distractors"] for g in rows}
+    lines = {k: v for k, v in lines.items() if len(sizes[k[0], v[0]["system_model"]]) > 1}
+    # A recall belongs to the model's index at one size, not to an attack's line.
+    recall = defaultdict(list)
+    for g in (g for v in lines.values() for g in v if g["index"] != "flat"):
+        if g["index_recall_at_1"] is not None:
+            recall[g["system_model"], g["index"], g["distractors"]].append(g["index_recall_at_1"])
+    return lines, {k: min(v) for k, v in recall.items()}
+
+
+def protection_vs_distractors(groups: list[dict], path: Path, synthetic: bool) -> Path | None:
+    """Protection rate (closed set, and open set at FPIR 1e-2) against the distractor
+    identities in the gallery, a line per attack and model; hollow markers where the
+    distractors were drawn, the index's recall@1 written (once per size) where the search was
+    approximate."""
+    lines, recall = distractor_lines(groups)
     if not lines:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    noted = set()
     for k, ((attack, system), rows) in enumerate(sorted(lines.items())):
         rows = sorted(rows, key=lambda g: g["distractors"])
         x = [g["distractors"] for g in rows]
@@ -120,8 +139,10 @@ def protection_vs_distractors(groups: list[dict], path: Path, synthetic: bool) -
             for xi, yi, g in zip(x, y, rows):
                 if g.get("distractors_drawn"):  # drawn, not pictures: hollow
                     ax.plot(xi, yi, style["marker"], mfc="white", color=line.get_color())
-                if g["index"] != "flat" and g["index_recall_at_1"] is not None:
-                    ax.annotate(f"{g['index']} r@1 {g['index_recall_at_1']:.3f}", (xi, yi),
+                note = (g["system_model"], g["index"], xi)
+                if ax is axes[0] and note in recall and note not in noted:
+                    noted.add(note)
+                    ax.annotate(f"{g['index']} r@1 {recall[note]:.3f}", (xi, yi),
                                 fontsize=6, xytext=(3, 3), textcoords="offset points")
     sizes = [g["distractors"] for v in lines.values() for g in v]
     for ax, title in zip(axes, ("closed set (1-NN)", "open set, FPIR 1e-2")):

@@ -81,12 +81,13 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
         dssim = [b["dssim_max"] for b in budgets if b.get("dssim_max") is not None]
         linf = [b["linf_max"] for b in budgets if b.get("linf_max") is not None]
         first = recs[0]
-        name = system_name(first)
+        name = model_name = system_name(first)
+        base_name = name  # the model and its search, whatever the gallery's size and recall
         if first.get("index") not in (None, "flat"):  # approximate search: say so, and how good
             recall = min((r["index_recall_at_1"] for r in recs
                           if r.get("index_recall_at_1") is not None), default=None)
+            base_name += f" [{first['index']}]"
             name += f" [{first['index']}" + (f", recall@1 {recall:.3f}]" if recall is not None else "]")
-        base_name = name  # the model and its search, whatever the gallery's distractors
         if first.get("distractors"):  # a bigger gallery: its own row, and whether it was drawn
             drawn = ", drawn" if first.get("distractors_drawn") else ""
             name += f" [+{first['distractors']:,} distractors{drawn}]"
@@ -96,7 +97,7 @@ def group_attackers(attackers: list[dict]) -> list[dict]:
             **{k: first.get(k) for k in GROUP_KEYS}, **dict(key[0]),
             "extractor_role": first.get("extractor_role"), "white_box": first.get("white_box"),
             "attack_name": attack_name(first),
-            "system_name": name, "system_base": base_name,
+            "system_name": name, "system_base": base_name, "system_model": model_name,
             "distractors": first.get("distractors") or 0,
             "distractors_drawn": first.get("distractors_drawn"),
             "index": first.get("index") or "flat",
