@@ -91,3 +91,27 @@ def test_swaps_in_one_call_match_the_naive_search(kind, monkeypatch):
         d = ((queries[stolen, None] - replacement[None]) ** 2).sum(-1)
         np.testing.assert_array_equal(found[a].row[stolen] - len(gallery), d.argmin(1))
         np.testing.assert_allclose(found[a].dist[stolen], d.min(1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("sample", [0, 25, 1000])  # none, some, every query as a non-mated probe
+def test_the_open_set_sample_shares_the_first_search_and_changes_no_answer(sample):
+    """The sampled queries are searched once, for a top-k that serves both their first
+    neighbour and their non-mated distance: the same first neighbours as one k=1 search of
+    every query, the same thresholds as the sample searched on its own."""
+    from facecure.evaluation.open_set import threshold_at_fpir
+
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(10, 16)) * 1.5
+    g_id, q_id = np.repeat(np.arange(10), 6), np.repeat(np.arange(10), 6)
+    gallery = (centres[g_id] + rng.normal(size=(60, 16))).astype(np.float32)
+    queries = (centres[q_id] + rng.normal(size=(60, 16))).astype(np.float32)
+    ev = NearestNeighbourEvaluator(gallery, [f"u{i}" for i in g_id], queries, [f"u{i}" for i in q_id],
+                                   nonmated_sample=sample, seed=2)
+    dist, idx = FlatL2Index("cpu").search(gallery, queries, 1)
+    np.testing.assert_array_equal(ev.first.row, idx[:, 0])
+    np.testing.assert_allclose(ev.first.dist, dist[:, 0], rtol=1e-6)
+    alone = ev.nonmated_distances(sample, seed=2)  # the sample searched again, on its own
+    assert len(alone) == min(sample, 60)
+    assert [t.distance for t in ev.thresholds] == [threshold_at_fpir(alone, t.fpir).distance
+                                                  for t in ev.thresholds]
+    assert bool(ev.thresholds) == bool(sample)
