@@ -15,7 +15,8 @@ about the price of one search (`make bench`).
 
 Open set: a sample of the queries (`nonmated_sample`, seeded; all of them in small data) is
 searched as non-mated probes (the gallery without the query's own identity's rows, read from
-a top-k longer than any identity's rows), which sets the thresholds at each FPIR
+a top-k longer than any identity's rows: the same search gives the sample's first neighbours,
+so no query is searched twice), which sets the thresholds at each FPIR
 (evaluation/open_set.py): the trainer's system, its clean gallery, decides when a search
 returns anyone at all.
 """
